@@ -1,0 +1,243 @@
+"""Jobs and job events: the data that crosses the queue between the bot and the workers.
+
+This module is deliberately light (standard library only): the bot imports it without torch,
+diffusers or OpenCV. Everything here serialises to plain JSON-compatible dicts so both queue
+backends (SQLite, Redis) can store it as text.
+
+Vocabulary used across the project:
+
+- an **expansion step** (``step``) is one generated window merged into the canvas; a job of
+  ``times=N`` has N steps, plus one when the input must first be squared up;
+- a **denoising step** (``denoise``) is one UNet evaluation inside an expansion step.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class Direction(StrEnum):
+    LEFT = "left"
+    RIGHT = "right"
+    UP = "up"
+    DOWN = "down"
+
+    @property
+    def horizontal(self) -> bool:
+        """True when the canvas grows along its width."""
+        return self in (Direction.LEFT, Direction.RIGHT)
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to generate: everything the engine needs besides the source image.
+
+    ``continue_canvas`` is False for a fresh upload (resized so the cross axis equals ``window``)
+    and True for an earlier result being extended (its pixels are kept as they are).
+    """
+
+    direction: Direction
+    times: int = 1
+    expand_px: int = 256
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 4.0
+    window: int = 1024
+    ip_adapter_scale: float = 0.1
+    continue_canvas: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["direction"] = Direction(values["direction"])
+        return cls(**values)
+
+
+def new_job_id() -> str:
+    """A short, URL- and custom_id-safe unique id."""
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class Job:
+    """A job as the queue stores it.
+
+    ``total_steps`` is known once the engine has planned the job (0 before). ``steps_done`` counts
+    stored checkpoints: a resumed job continues at step ``steps_done``. ``meta`` is opaque to the
+    queue and the engine; the bot keeps its Discord references there (status message id, parent
+    job, interaction token expiry...). The Discord token itself never goes in a job.
+    """
+
+    id: str
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    spec: JobSpec
+    source_sha256: str
+    state: JobState = JobState.QUEUED
+    steps_done: int = 0
+    total_steps: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    attempts: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        data["state"] = str(self.state)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["spec"] = JobSpec.from_dict(values["spec"])
+        values["state"] = JobState(values["state"])
+        return cls(**values)
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of job events. Each event names its job; ``kind`` tags it on the wire."""
+
+    job_id: str
+    kind: ClassVar[str] = "event"
+    terminal: ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Event:
+        """Rebuild an event written by :meth:`to_dict`."""
+        data = dict(data)
+        cls = EVENT_TYPES[data.pop("kind")]
+        if isinstance(data.get("preview"), str):
+            data["preview"] = bytes.fromhex(data["preview"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Queued(Event):
+    position: int = 0  # 1 = next to run
+    eta_s: float | None = None  # estimated seconds until the job finishes, when known
+    kind: ClassVar[str] = "queued"
+
+
+@dataclass(frozen=True)
+class Started(Event):
+    total_steps: int = 0
+    kind: ClassVar[str] = "started"
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """One denoising step finished. ``preview`` is a small JPEG of the current window, if any."""
+
+    step: int = 0  # expansion step being generated, 0-based
+    total_steps: int = 0
+    denoise: int = 0  # denoising steps done in this expansion, 1-based
+    denoise_total: int = 0
+    eta_s: float | None = None
+    preview: bytes | None = None
+    kind: ClassVar[str] = "progress"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["preview"] = self.preview.hex() if self.preview else None
+        return data
+
+
+@dataclass(frozen=True)
+class Expanded(Event):
+    """Expansion step ``step`` (0-based) is finished and its canvas is stored at (job, step)."""
+
+    step: int = 0
+    total_steps: int = 0
+    width: int = 0
+    height: int = 0
+    kind: ClassVar[str] = "expanded"
+
+
+@dataclass(frozen=True)
+class Done(Event):
+    """The job finished; the final canvas is the one stored at (job, step)."""
+
+    step: int = 0
+    width: int = 0
+    height: int = 0
+    kind: ClassVar[str] = "done"
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    reason: str = ""  # a sentence fit to show a user
+    kind: ClassVar[str] = "failed"
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Cancelled(Event):
+    kind: ClassVar[str] = "cancelled"
+    terminal: ClassVar[bool] = True
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (Queued, Started, Progress, Expanded, Done, Failed, Cancelled)
+}
+
+
+# --- cancellation --------------------------------------------------------------------------------
+
+
+class JobCancelledError(Exception):
+    """Raised inside the engine when a job's cancel token is set (checked between denoising steps)."""
+
+
+class CancelToken:
+    """A thread-safe flag the worker sets and the engine polls between denoising steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise JobCancelledError

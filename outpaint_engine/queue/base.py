@@ -1,0 +1,101 @@
+"""The job queue: the one seam between the bot and the GPU workers.
+
+Two backends implement :class:`JobQueue` and pass the same contract suite
+(``tests/queue/test_contract.py``): ``embedded`` (SQLite journal, worker thread in the bot
+process) and ``redis`` (Redis Streams, any number of ``outpaint-worker`` processes).
+
+Jobs may run more than once. Each finished expansion step is checkpointed under (job id, step)
+before its ``Expanded`` event is published; a redelivered or resumed job continues after its last
+checkpoint, so no finished step is lost or recomputed and the final ``Done`` is published once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+
+from outpaint_engine.job import Event, Job, JobState
+
+
+class QueueError(Exception):
+    """A queue operation that cannot be done; the message is fit to show a user or operator."""
+
+
+class JobQueue(ABC):
+    """Bot-facing (and operator-facing) side of the queue."""
+
+    async def __aenter__(self) -> JobQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect / open the journal; the embedded backend also starts its worker and resumes
+        unfinished jobs."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def submit(self, job: Job, source_png: bytes) -> Job:
+        """Store the source image and enqueue ``job`` (state queued); publishes ``Queued``."""
+
+    @abstractmethod
+    async def get(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job (a running one stops within one denoising step).
+
+        Returns the job (its state may still be ``running`` until the worker stops), or None if it
+        does not exist. Cancelling a finished job is a no-op that returns it unchanged.
+        """
+
+    @abstractmethod
+    async def list_jobs(
+        self,
+        *,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        states: Iterable[JobState] | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs, newest first, filtered by owner and state."""
+
+    @abstractmethod
+    def events(self, job_id: str, *, after: int = 0) -> AsyncIterator[tuple[int, Event]]:
+        """Replay the job's events with sequence number > ``after``, then follow new ones.
+
+        Sequence numbers start at 1 and increase. The iterator ends after a terminal event
+        (``Done``, ``Failed``, ``Cancelled``). A subscriber that restarts passes the last sequence
+        number it handled.
+        """
+
+    @abstractmethod
+    async def get_canvas(self, job_id: str, step: int) -> bytes | None:
+        """The PNG of the canvas checkpointed after expansion step ``step``, if still stored."""
+
+    @abstractmethod
+    async def get_source(self, job_id: str) -> bytes | None:
+        """The PNG of the job's source image, if still stored."""
+
+    @abstractmethod
+    async def position(self, job_id: str) -> int | None:
+        """1-based place among queued jobs in dispatch order (fair order), None if not queued."""
+
+    @abstractmethod
+    async def eta(self, job_id: str) -> float | None:
+        """Estimated seconds until the job finishes, from recent step timings; None if unknown."""
+
+    # --- operator -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def retry(self, job_id: str) -> Job:
+        """Requeue a failed or cancelled job; it continues after its last checkpoint."""
+
+    @abstractmethod
+    async def purge(self, *, older_than_s: float) -> int:
+        """Forget finished jobs (and their images) older than the given age; returns how many."""

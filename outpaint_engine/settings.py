@@ -1,0 +1,52 @@
+"""Settings shared by the engine, the workers and the bot, from the environment or ``.env``.
+
+Every variable has the ``OUTPAINT_`` prefix (``OUTPAINT_MODEL``, ``OUTPAINT_QUEUE``...); the bot's
+own settings (token, limits) live in :mod:`bot.settings`. ``.env.example`` lists them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_CONFIG = SettingsConfigDict(env_prefix="OUTPAINT_", env_file=".env", extra="ignore")
+
+
+class EngineSettings(BaseSettings):
+    """Which models to load and how to run them."""
+
+    model_config = _CONFIG
+
+    model: str = Field(
+        "SG161222/RealVisXL_V4.0",
+        description="SDXL model: a hub id, a local diffusers folder or a single .safetensors file.",
+    )
+    ip_adapter: str = Field(
+        "h94/IP-Adapter",
+        description="IP-Adapter repo (hub id or local folder in the h94 layout); empty turns it off.",
+    )
+    ip_adapter_weight: str = "sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors"
+    image_encoder: str = "models/image_encoder"
+    device: str = Field("auto", description="auto, cuda, cuda:N, mps or cpu.")
+    dtype: str = Field("auto", description="auto, fp16, bf16 or fp32 (auto: bf16 on CUDA, fp32 on CPU).")
+    low_vram: bool = Field(False, description="Model CPU offload: slower, fits small GPUs.")
+    window: int = Field(1024, description="Generation window in px (a multiple of 64).")
+    steps: int = 25
+    guidance: float = 4.0
+    ip_scale: float = 0.1
+    captioner: str = Field("", description="A local vision-language model that writes prompts; empty = off.")
+
+
+class QueueSettings(BaseSettings):
+    """Where jobs live and how workers recover them."""
+
+    model_config = _CONFIG
+
+    queue: str = Field("embedded", description="'embedded' (one machine) or a redis:// URL.")
+    data_dir: Path = Field(Path("data"), description="Journal, images and checkpoints (embedded queue).")
+    heartbeat_s: float = Field(5.0, description="How often a running worker says it is alive.")
+    reclaim_after_s: float = Field(30.0, description="A job whose worker is silent this long is reclaimed.")
+    max_deliveries: int = Field(3, description="Attempts before a job goes to the dead-letter stream.")
+    result_ttl_s: int = Field(7 * 24 * 3600, description="How long result images are kept (Redis).")
