@@ -1,0 +1,162 @@
+"""The application commands: /outpaint, /outpaint-help, /queue and the "Outpaint" message menu.
+
+The commands are built per bot from its settings (``times`` is bounded by ``max_times`` right in the
+command definition, so Discord's client enforces it too). This module deliberately does not use
+``from __future__ import annotations``: discord.py reads the option types from the annotations.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+
+from bot import messages
+from bot.errors import UserError
+from bot.interactions import report_error, start_job
+from bot.jobs import ACTIVE, Options, Requester, Source
+from bot.settings import TIMES_CEILING
+from outpaint_engine.job import Direction, Job
+
+if TYPE_CHECKING:
+    from bot.app import OutpaintBot
+
+Loader = Callable[[], Awaitable[Source]]
+
+DIRECTION_CHOICES = [app_commands.Choice(name=f"{messages.ARROWS[d]} {d}", value=str(d)) for d in Direction]
+SEED_MAX = 2**31 - 1
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+
+
+def register(bot: "OutpaintBot") -> None:
+    """Add the commands to ``bot.tree`` and route every command error to one handler."""
+    settings = bot.settings
+    max_prompt = settings.max_prompt_chars
+
+    @app_commands.command(name="outpaint", description="Extend an image beyond its borders.")
+    @app_commands.describe(
+        image="The picture to extend (PNG, JPEG, WebP or GIF).",
+        direction="Which side to grow.",
+        times=f"How many expansions (1–{settings.max_times}).",
+        prompt="What should appear in the new area (optional).",
+        negative_prompt="What should not appear (optional).",
+        expand="Pixels added per expansion (optional).",
+        seed="Repeat a result exactly with the same seed (optional).",
+    )
+    @app_commands.choices(direction=DIRECTION_CHOICES)
+    async def outpaint(
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        direction: app_commands.Choice[str],
+        times: app_commands.Range[int, 1, min(settings.max_times, TIMES_CEILING)],
+        prompt: app_commands.Range[str, 1, max_prompt] | None = None,
+        negative_prompt: app_commands.Range[str, 1, max_prompt] | None = None,
+        expand: app_commands.Range[int, 8, 2048] | None = None,
+        seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+    ) -> None:
+        bot.jobs.check_attachment(image)
+        options = Options(Direction(direction.value), times, prompt, negative_prompt, expand, seed)
+        await start_job(interaction, options, lambda: bot.jobs.source_from_attachment(image), "slash")
+
+    @app_commands.command(name="outpaint-help", description="How to use the outpaint bot.")
+    async def outpaint_help(interaction: discord.Interaction) -> None:
+        text = messages.help_text(
+            max_times=settings.max_times,
+            max_prompt_chars=settings.max_prompt_chars,
+            max_user_jobs=settings.max_user_jobs,
+            cooldown_s=settings.cooldown_s,
+            max_attachment_mb=settings.max_attachment_mb,
+            max_canvas_side=settings.max_canvas_side,
+            default_expand=bot.jobs.default_expand,
+            max_expand=bot.jobs.max_expand,
+        )
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="queue", description="Your jobs that are waiting or running.")
+    async def queue(interaction: discord.Interaction) -> None:
+        jobs = await bot.queue.list_jobs(user_id=interaction.user.id, states=ACTIVE)
+        lines = [await _queue_line(bot, job) for job in reversed(jobs)]
+        await interaction.response.send_message("\n".join(lines) or messages.NOTHING_QUEUED, ephemeral=True)
+
+    @app_commands.context_menu(name="Outpaint")
+    async def outpaint_menu(interaction: discord.Interaction, message: discord.Message) -> None:
+        load_source = await _source_loader(bot, message)
+        await bot.jobs.precheck(Requester.of(interaction))
+        await interaction.response.send_modal(OutpaintModal(load_source, settings.max_times, max_prompt))
+
+    for command in (outpaint, outpaint_help, queue, outpaint_menu):
+        bot.tree.add_command(command)
+
+    @bot.tree.error
+    async def on_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        await report_error(interaction, _unwrap(error))
+
+
+def _unwrap(error: app_commands.AppCommandError) -> BaseException:
+    if isinstance(error, app_commands.CommandInvokeError):
+        return error.original
+    if isinstance(error, app_commands.TransformerError | app_commands.CheckFailure):
+        return UserError(str(error))
+    return error
+
+
+async def _queue_line(bot: "OutpaintBot", job: Job) -> str:
+    position = await bot.queue.position(job.id)
+    eta = await bot.queue.eta(job.id)
+    summary = messages.describe_job(job.spec.direction, job.spec.times)
+    return messages.queue_line(job.id, summary, str(job.state), position, eta)
+
+
+async def _source_loader(bot: "OutpaintBot", message: discord.Message) -> Loader:
+    """How to get the image of a message: a result of ours continues its job's canvas; any other
+    message gives its first image attachment. Raises when the message has none."""
+    job_id = await bot.store.job_for_message(message.id)
+    if job_id is not None:
+        parent = await bot.jobs.finished_job(job_id)
+        return lambda: bot.jobs.source_from_result(parent)
+    for attachment in message.attachments:
+        is_image = (attachment.content_type or "").startswith(
+            "image/"
+        ) or attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
+        if is_image:
+            bot.jobs.check_attachment(attachment)
+            return lambda: bot.jobs.source_from_attachment(attachment)
+    raise UserError(messages.NO_IMAGE_IN_MESSAGE)
+
+
+class OutpaintModal(discord.ui.Modal, title="Outpaint"):
+    """Asks the context menu's direction, times and prompt."""
+
+    def __init__(self, load_source: Loader, max_times: int, max_prompt: int) -> None:
+        super().__init__(timeout=600)
+        self.load_source = load_source
+        self.max_times = max_times
+        self.direction = discord.ui.TextInput(
+            label="Direction", placeholder="left, right, up or down", max_length=5
+        )
+        self.times = discord.ui.TextInput(label=f"Times (1–{max_times})", default="1", max_length=3)
+        self.prompt = discord.ui.TextInput(
+            label="Prompt (optional)",
+            required=False,
+            max_length=max_prompt,
+            style=discord.TextStyle.paragraph,
+        )
+        for item in (self.direction, self.times, self.prompt):
+            self.add_item(item)
+
+    def options(self) -> Options:
+        try:
+            direction = Direction(self.direction.value.strip().lower())
+        except ValueError:
+            raise UserError(messages.BAD_DIRECTION) from None
+        try:
+            times = int(self.times.value.strip())
+        except ValueError:
+            raise UserError(messages.bad_times(self.max_times)) from None
+        return Options(direction, times, self.prompt.value.strip() or None)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await start_job(interaction, self.options(), self.load_source, "menu")
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await report_error(interaction, error)

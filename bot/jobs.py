@@ -1,0 +1,217 @@
+"""From a Discord request to a queued job: checks, source images, the job spec, submission.
+
+Every entry point (slash command, button, reply, context menu) goes through :class:`JobService`:
+cheap checks first (:meth:`JobService.precheck`, before anything is downloaded), then a
+:class:`Source` (an uploaded image or an earlier result), then :meth:`JobService.submit`, which
+plans the job without pixels, caps the result size and queues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import discord
+
+from bot import messages
+from bot.errors import UserError
+from bot.limits import Limits
+from bot.settings import BotSettings
+from outpaint_engine import imageio
+from outpaint_engine.job import Direction, Job, JobSpec, JobState, new_job_id
+from outpaint_engine.plan import plan_job, scaled
+from outpaint_engine.queue.base import JobQueue
+from outpaint_engine.settings import EngineSettings
+
+ACTIVE = (JobState.QUEUED, JobState.RUNNING)
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+
+
+@dataclass(frozen=True)
+class Requester:
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+
+    @classmethod
+    def of(cls, who: discord.Interaction | discord.Message) -> Requester:
+        user = who.user if isinstance(who, discord.Interaction) else who.author
+        channel_id = who.channel_id if isinstance(who, discord.Interaction) else who.channel.id
+        if channel_id is None:
+            raise UserError(messages.INTERNAL)
+        return cls(user.id, who.guild.id if who.guild else None, channel_id)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The image a job starts from: a PNG, its size, and whether it is an earlier result."""
+
+    png: bytes
+    width: int
+    height: int
+    continue_canvas: bool
+    parent: Job | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user asked for. ``None`` means: the parent job's value, or the default."""
+
+    direction: Direction
+    times: int = 1
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    expand: int | None = None
+    seed: int | None = None
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+class JobService:
+    def __init__(
+        self, queue: JobQueue, settings: BotSettings, engine: EngineSettings, limits: Limits
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.engine = engine
+        self.limits = limits
+        self.image_limits = imageio.ImageLimits(
+            max_bytes=settings.max_attachment_bytes,
+            max_pixels=settings.max_input_pixels,
+            min_side=settings.min_input_side,
+            max_aspect=settings.max_input_aspect,
+        )
+        self._submit_lock = asyncio.Lock()
+
+    @property
+    def default_expand(self) -> int:
+        return max(8, scaled(256, self.engine.window) // 8 * 8)
+
+    @property
+    def max_expand(self) -> int:
+        return self.engine.window // 2
+
+    # --- checks ------------------------------------------------------------------------------
+
+    async def precheck(self, who: Requester, options: Options | None = None) -> None:
+        """Allowlist, cooldown, queue caps and option bounds: everything that needs no image."""
+        self.limits.check_guild(who.guild_id)
+        if options is not None:
+            self.limits.check_options(options.times, options.prompt or "", options.negative_prompt or "")
+        self.limits.check_cooldown(who.user_id)
+        await self._check_active(who)
+
+    async def _check_active(self, who: Requester) -> None:
+        user_jobs = await self.queue.list_jobs(user_id=who.user_id, states=ACTIVE)
+        guild_jobs = await self.queue.list_jobs(guild_id=who.guild_id, states=ACTIVE) if who.guild_id else []
+        self.limits.check_active(len(user_jobs), len(guild_jobs))
+
+    def check_attachment(self, attachment: discord.Attachment) -> None:
+        """What the attachment's metadata already tells, before a byte is downloaded."""
+        if attachment.size > self.settings.max_attachment_bytes:
+            raise UserError(messages.attachment_too_big(attachment.size, self.settings.max_attachment_bytes))
+        content_type = (attachment.content_type or "").split(";")[0].strip().lower()
+        if content_type and not content_type.startswith("image/"):
+            raise UserError(messages.not_an_image(attachment.filename))
+
+    # --- sources -----------------------------------------------------------------------------
+
+    async def source_from_attachment(self, attachment: discord.Attachment) -> Source:
+        self.check_attachment(attachment)
+        data = await attachment.read()
+        imageio.probe_image(data, self.image_limits)  # header only: format, size, bombs
+        png, (width, height) = await asyncio.to_thread(self._normalise, data)
+        return Source(png, width, height, continue_canvas=False)
+
+    def _normalise(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
+        rgb = imageio.decode_image(data, self.image_limits)
+        return imageio.encode_png(rgb), (rgb.shape[1], rgb.shape[0])
+
+    async def finished_job(self, job_id: str) -> Job:
+        job = await self.queue.get(job_id)
+        if job is None:
+            raise UserError(messages.JOB_GONE)
+        if job.state is not JobState.DONE:
+            raise UserError(messages.NOT_FINISHED)
+        return job
+
+    async def source_from_result(self, job: Job) -> Source:
+        """The final canvas of a finished job, to extend it further."""
+        png = await self.queue.get_canvas(job.id, job.total_steps - 1)
+        if png is None:
+            raise UserError(messages.RESULT_GONE)
+        width, height = png_size(png)
+        return Source(png, width, height, continue_canvas=True, parent=job)
+
+    async def source_for_redo(self, job: Job) -> Source:
+        """What ``job``'s last expansion started from: the canvas before it, or the job's source."""
+        if job.total_steps > 1:
+            png = await self.queue.get_canvas(job.id, job.total_steps - 2)
+            continue_canvas = True
+        else:
+            png = await self.queue.get_source(job.id)
+            continue_canvas = job.spec.continue_canvas
+        if png is None:
+            raise UserError(messages.RESULT_GONE)
+        width, height = png_size(png)
+        return Source(png, width, height, continue_canvas=continue_canvas, parent=job)
+
+    # --- submission --------------------------------------------------------------------------
+
+    def build_spec(self, source: Source, options: Options) -> JobSpec:
+        """The job spec: the options given, else the parent job's (for a continued result), else
+        the defaults; engine parameters come from the engine settings."""
+        parent = (
+            source.parent.spec if source.parent else JobSpec(Direction.RIGHT, expand_px=self.default_expand)
+        )
+
+        def given(value, fallback):
+            return fallback if value is None else value
+
+        return JobSpec(
+            direction=options.direction,
+            times=options.times,
+            expand_px=given(options.expand, parent.expand_px),
+            prompt=given(options.prompt, parent.prompt),
+            negative_prompt=given(options.negative_prompt, parent.negative_prompt),
+            seed=given(options.seed, new_seed()),
+            steps=self.engine.steps,
+            guidance=self.engine.guidance,
+            window=self.engine.window,
+            ip_adapter_scale=self.engine.ip_scale,
+            continue_canvas=source.continue_canvas,
+        )
+
+    async def submit(self, who: Requester, source: Source, options: Options, origin: str) -> Job:
+        """Plan, cap and queue a job; raises :class:`UserError` (or PlanError) with the reason."""
+        spec = self.build_spec(source, options)
+        plan = plan_job(source.width, source.height, spec)
+        self.limits.check_canvas(*plan.final_size)
+        job = Job(
+            id=new_job_id(),
+            user_id=who.user_id,
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            spec=spec,
+            source_sha256=hashlib.sha256(source.png).hexdigest(),
+            total_steps=plan.total_steps,
+            meta={"origin": origin, "parent": source.parent.id if source.parent else None},
+        )
+        async with self._submit_lock:  # the caps hold even for simultaneous requests
+            self.limits.check_guild(who.guild_id)
+            self.limits.check_cooldown(who.user_id)
+            await self._check_active(who)
+            job = await self.queue.submit(job, source.png)
+            self.limits.record_start(who.user_id)
+        return job
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height from a PNG header (the canvases the queue stores are PNGs)."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        raise UserError(messages.RESULT_GONE)
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")

@@ -1,0 +1,224 @@
+"""Every text a user (or the operator starting the bot) reads, in one place.
+
+Plain functions and constants, no Discord objects: easy to review, easy to test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import discord
+
+from outpaint_engine.job import Direction
+
+ARROWS = {Direction.LEFT: "⬅", Direction.RIGHT: "➡", Direction.UP: "⬆", Direction.DOWN: "⬇"}
+
+PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+).value
+SCOPES = "bot%20applications.commands"
+
+
+def invite_url(application_id: int | str = "YOUR_APPLICATION_ID") -> str:
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        f"&scope={SCOPES}&permissions={PERMISSIONS}"
+    )
+
+
+NO_TOKEN = f"""\
+outpaint-bot needs a Discord bot token, and none is set (DISCORD_TOKEN).
+
+1. Open https://discord.com/developers/applications and click "New Application".
+2. In "Bot", click "Reset Token" and copy the token.
+3. Put it in a file named .env next to where you start the bot:
+       DISCORD_TOKEN=paste-the-token-here
+   (or export DISCORD_TOKEN in the environment). Never commit or share it.
+4. Invite the bot to your server (replace YOUR_APPLICATION_ID with the id from "General Information"):
+       {invite_url()}
+5. Run `outpaint-bot --sync` once so Discord learns the slash commands, then `outpaint-bot`.
+
+docs/discord-setup.md explains every step, the permissions and the optional message-content intent."""
+
+BAD_TOKEN = (
+    "Discord refused the token in DISCORD_TOKEN. Copy a fresh one from the developer portal "
+    "(Bot → Reset Token) into .env and start again."
+)
+
+MISSING_INTENT = (
+    "The message-content intent is turned on (OUTPAINT_MESSAGE_CONTENT=true) but not allowed for this "
+    "application. Enable 'Message Content Intent' under Bot in the developer portal, or unset the option."
+)
+
+
+def relative_time(seconds_from_now: float, *, now: float | None = None) -> str:
+    """A Discord timestamp that every client renders as "in 2 minutes"."""
+    now = time.time() if now is None else now
+    return f"<t:{int(now + seconds_from_now)}:R>"
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+# --- mistakes ----------------------------------------------------------------------------------
+
+NO_IMAGE = "Please attach an image (PNG, JPEG, WebP or GIF)."
+NO_IMAGE_IN_MESSAGE = "That message has no image I can use. Pick a message with a PNG, JPEG, WebP or GIF."
+BAD_DIRECTION = "Direction must be one of: left, right, up, down."
+CANCEL_NOT_YOURS = "Only the person who started this job can cancel it."
+ALREADY_FINISHED = "That job has already finished."
+NOT_FINISHED = "That job has not finished yet; wait for its result, then extend it."
+RESULT_GONE = "That result is no longer stored, so I can't continue it. Start again with /outpaint."
+JOB_GONE = "I can't find that job any more."
+QUEUE_DOWN = "The job queue is not reachable right now. Please try again in a minute."
+INTERNAL = "Something went wrong on my side. It has been logged; please try again."
+REPLY_UNREADABLE = (
+    "I couldn't read your reply. Keep the @mention on when replying (e.g. `left 2`), "
+    "or use the buttons under the result."
+)
+
+
+def not_an_image(filename: str) -> str:
+    return f"`{filename}` isn't an image I can read. Please attach a PNG, JPEG, WebP or GIF."
+
+
+def attachment_too_big(size: int, limit: int) -> str:
+    return f"That file is {_mib(size)}; the limit is {_mib(limit)}. Please attach a smaller image."
+
+
+def bad_times(maximum: int) -> str:
+    return f"times must be a whole number from 1 to {maximum}."
+
+
+def prompt_too_long(name: str, limit: int) -> str:
+    return f"The {name} is too long: keep it under {limit} characters."
+
+
+def canvas_too_large(width: int, height: int, max_side: int, max_pixels: int) -> str:
+    return (
+        f"That would make a {width}×{height} image, larger than I can make (at most {max_side} px on a side "
+        f"and {max_pixels / 1e6:.0f} MP). Ask for fewer expansions or a smaller expand."
+    )
+
+
+def user_cap(limit: int) -> str:
+    jobs = "job" if limit == 1 else "jobs"
+    return (
+        f"You already have {limit} {jobs} waiting or running. "
+        "Wait for one to finish (see /queue), or cancel one with ✖."
+    )
+
+
+def guild_cap(limit: int) -> str:
+    return f"This server already has {limit} jobs waiting or running. Please try again when one finishes."
+
+
+def cooldown(seconds_left: float) -> str:
+    return f"Please wait a moment before your next job: you can start one {relative_time(seconds_left)}."
+
+
+GUILD_NOT_ALLOWED = "I'm not enabled on this server. Ask the bot's operator to add it to the allowlist."
+
+
+# --- status message -----------------------------------------------------------------------------
+
+
+def describe_job(direction: Direction, times: int) -> str:
+    return f"{ARROWS[direction]} {direction} ×{times}"
+
+
+def queued(summary: str, position: int | None, eta_s: float | None) -> str:
+    where = f"position {position} in the queue" if position else "waiting in the queue"
+    eta = f", ready {relative_time(eta_s)}" if eta_s is not None else ""
+    return f"⏳ {summary}: {where}{eta}."
+
+
+def running(
+    summary: str, step: int, total_steps: int, denoise: int, denoise_total: int, eta_s: float | None
+) -> str:
+    bar_len = 10
+    filled = round(bar_len * denoise / denoise_total) if denoise_total else 0
+    bar = "▰" * filled + "▱" * (bar_len - filled)
+    eta = f", done {relative_time(eta_s)}" if eta_s is not None else ""
+    return f"🎨 {summary}: expansion {step + 1}/{total_steps} {bar}{eta}"
+
+
+def expanded(summary: str, step: int, total_steps: int, width: int, height: int) -> str:
+    return f"🎨 {summary}: expansion {step + 1}/{total_steps} done ({width}×{height})."
+
+
+def started(summary: str) -> str:
+    return f"🎨 {summary}: starting…"
+
+
+def finished_status(jump_url: str | None) -> str:
+    return f"✅ Done: {jump_url}" if jump_url else "✅ Done."
+
+
+def failed(reason: str) -> str:
+    return f"❌ That job failed: {reason or 'the worker gave no reason.'}"
+
+
+CANCELLED = "✖ Cancelled."
+CANCELLING = "✖ Cancelling…"
+RESUMED = "🔁 I restarted; this job continues here."
+
+
+def result(user_id: int, summary: str, width: int, height: int, note: str | None) -> str:
+    lines = [
+        f"<@{user_id}> here is your image ({summary}, {width}×{height}).",
+        "Use the buttons to extend it, 🔄 to redo the last expansion, or reply with e.g. `left 2`.",
+    ]
+    if note:
+        lines.append(f"ℹ {note}")
+    return "\n".join(lines)
+
+
+def upload_note(note: str | None) -> str:
+    return f"\nℹ {note}" if note else ""
+
+
+# --- /queue and /outpaint-help -------------------------------------------------------------------
+
+NOTHING_QUEUED = "You have no jobs waiting or running."
+
+
+def queue_line(job_id: str, summary: str, state: str, position: int | None, eta_s: float | None) -> str:
+    where = f"position {position}" if position else state
+    eta = f", ready {relative_time(eta_s)}" if eta_s is not None else ""
+    return f"`{job_id}` {summary}: {where}{eta}"
+
+
+def help_text(
+    *,
+    max_times: int,
+    max_prompt_chars: int,
+    max_user_jobs: int,
+    cooldown_s: float,
+    max_attachment_mb: float,
+    max_canvas_side: int,
+    default_expand: int,
+    max_expand: int,
+) -> str:
+    return f"""\
+**Outpaint** extends a picture beyond its borders.
+
+`/outpaint image direction times` — attach an image, pick a side (left, right, up, down) and how \
+many times to extend it (1–{max_times}). Optional: `prompt` (what should appear), `negative_prompt` \
+(what should not), `expand` (pixels per step, default {default_expand}, at most {max_expand}), `seed` \
+(repeat a result exactly).
+**Right-click a message → Apps → Outpaint** works on any message with an image.
+**Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔄 redoes the last expansion with a new \
+seed, ✖ cancels a job (only whoever started it).
+**Reply** to a result with e.g. `left 2` or `right 3 a misty forest` (keep the @mention on).
+`/queue` shows your jobs and when they should be ready.
+
+Limits: {max_user_jobs} jobs at a time per person, {cooldown_s:g} s between jobs, files up to \
+{max_attachment_mb:g} MiB, results up to {max_canvas_side} px on a side, prompts up to \
+{max_prompt_chars} characters."""

@@ -1,0 +1,93 @@
+"""The buttons: ⬅ ➡ ⬆ ⬇ 🔄 under every result, ✖ under a running job's status.
+
+A button carries its whole state in its ``custom_id`` (``outpaint:<action>:<job id>``); the job
+itself is in the queue's store. :class:`JobButton` is a :class:`discord.ui.DynamicItem` registered
+in ``setup_hook``, so the buttons of messages sent before a restart keep working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import messages
+from bot.errors import UserError
+from bot.interactions import report_error, start_job
+from bot.jobs import Options
+from bot.messages import ARROWS
+from outpaint_engine.job import Direction
+
+if TYPE_CHECKING:
+    from bot.app import OutpaintBot
+
+EXTEND = tuple(str(d) for d in Direction)
+REDO = "redo"
+CANCEL = "cancel"
+
+_EMOJI = {**{str(d): arrow for d, arrow in ARROWS.items()}, REDO: "🔄", CANCEL: "✖"}
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button],
+    template=r"outpaint:(?P<action>left|right|up|down|redo|cancel):(?P<job_id>[0-9A-Za-z_-]{1,64})",
+):
+    def __init__(self, action: str, job_id: str) -> None:
+        style = discord.ButtonStyle.danger if action == CANCEL else discord.ButtonStyle.secondary
+        super().__init__(
+            discord.ui.Button(style=style, emoji=_EMOJI[action], custom_id=f"outpaint:{action}:{job_id}")
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: Any
+    ) -> JobButton:
+        return cls(match["action"], match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction[OutpaintBot]) -> None:
+        try:
+            await self._act(interaction)
+        except Exception as error:  # discord.py would only log it: the user gets an answer instead
+            await report_error(interaction, error)
+
+    async def _act(self, interaction: discord.Interaction[OutpaintBot]) -> None:
+        jobs = interaction.client.jobs
+        if self.action == CANCEL:
+            await cancel(interaction, self.job_id)
+            return
+        parent = await jobs.finished_job(self.job_id)
+        if self.action == REDO:
+            options = Options(parent.spec.direction, times=1)
+            await start_job(interaction, options, lambda: jobs.source_for_redo(parent), "redo")
+        else:
+            options = Options(Direction(self.action), times=1)
+            await start_job(interaction, options, lambda: jobs.source_from_result(parent), "button")
+
+
+async def cancel(interaction: discord.Interaction[OutpaintBot], job_id: str) -> None:
+    """Cancel a job, for its requester only."""
+    queue = interaction.client.queue
+    job = await queue.get(job_id)
+    if job is None:
+        raise UserError(messages.JOB_GONE)
+    if job.user_id != interaction.user.id:
+        raise UserError(messages.CANCEL_NOT_YOURS)
+    if job.state.terminal:
+        raise UserError(messages.ALREADY_FINISHED)
+    await queue.cancel(job_id)
+    await interaction.response.send_message(messages.CANCELLING, ephemeral=True)
+
+
+def result_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in (*EXTEND, REDO):
+        view.add_item(JobButton(action, job_id))
+    return view
+
+
+def status_view(job_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(JobButton(CANCEL, job_id))
+    return view
