@@ -1,0 +1,162 @@
+"""The engine: :class:`Outpainter` runs a job's plan, window by window, and yields each canvas.
+
+Per job: text embeddings once. Per window: the canvas geometry (:mod:`outpaint_engine.canvas`)
+gives the pre-filled window, its change map and six crops; the models encode them; the loop of
+:mod:`outpaint_engine.differential` denoises; the result is decoded and merged back. Every
+window's noise is seeded by :func:`outpaint_engine.api.step_seed`, so resuming from a checkpoint
+gives the same pixels as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from outpaint_engine import canvas
+from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.differential import Conditioning, DenoiseStep, StepCallback, denoise, latent_preview
+from outpaint_engine.job import CancelToken, JobSpec
+from outpaint_engine.models import Models, load_models
+from outpaint_engine.plan import Plan, PlanStep, plan_job
+from outpaint_engine.settings import EngineSettings
+
+PREVIEW_EVERY = 5
+"""A preview goes with every this many denoising steps (and with the last one of a window)."""
+
+
+class Outpainter:
+    """The real engine (implements :class:`outpaint_engine.api.Engine`).
+
+    Not thread-safe: one job at a time per instance (the models and their IP-Adapter scale are
+    shared state).
+    """
+
+    def __init__(self, models: Models, settings: EngineSettings | None = None) -> None:
+        self.models = models
+        self.settings = settings or EngineSettings()
+
+    @classmethod
+    def load(cls, settings: EngineSettings | None = None, **overrides: Any) -> Outpainter:
+        """Load the models named by ``settings`` (default: from the environment), with overrides.
+
+        ``Outpainter.load(model="path/to/sdxl", ip_adapter="", device="cpu")``. Raises
+        :class:`outpaint_engine.models.ModelLoadError` with a one-line reason.
+        """
+        settings = settings or EngineSettings()
+        unknown = set(overrides) - set(EngineSettings.model_fields)
+        if unknown:
+            raise TypeError(f"unknown engine settings: {', '.join(sorted(unknown))}")
+        settings = settings.model_copy(update=overrides)
+        return cls(load_models(settings), settings)
+
+    def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
+        return plan_job(width, height, spec)
+
+    def run(
+        self,
+        source: np.ndarray,
+        spec: JobSpec,
+        *,
+        resume: Checkpoint | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[StepResult]:
+        """Yield the canvas after each expansion step, starting after ``resume`` if given.
+
+        ``source`` is the H×W×3 uint8 RGB input. Raises
+        :class:`outpaint_engine.job.JobCancelledError` within one denoising step of ``cancel``
+        being set, :class:`outpaint_engine.plan.PlanError` for a request it cannot plan and
+        ``ValueError`` for a checkpoint that does not fit the plan.
+        """
+        height, width = source.shape[:2]
+        plan = self.plan(width, height, spec)
+        done = resume.steps_done if resume else 0
+        if not 0 <= done <= plan.total_steps:
+            raise ValueError(f"checkpoint after step {done} does not fit a plan of {plan.total_steps} steps")
+        if done:
+            image = resume.canvas
+            w, h = plan.steps[done - 1].size_after
+            if image.shape[:2] != (h, w):
+                raise ValueError(f"checkpoint canvas is {image.shape[1]}×{image.shape[0]}, expected {w}×{h}")
+        else:
+            image = canvas.prepare(source, spec)
+        if done == plan.total_steps:
+            return
+        self.models.set_ip_adapter_scale(spec.ip_adapter_scale)
+        text = self._encode_text(spec)
+        for step in plan.steps[done:]:
+            image = self._expand(image, step, plan, spec, text, progress, cancel)
+            yield StepResult(step.index, plan.total_steps, image)
+
+    # Inference mode is entered per call, never across a ``yield`` (it would leak into the caller).
+
+    @torch.inference_mode()
+    def _encode_text(self, spec: JobSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.models.encode_text(spec.prompt, spec.negative_prompt, guidance=spec.guidance > 1)
+
+    @torch.inference_mode()
+    def _expand(
+        self,
+        image: np.ndarray,
+        step: PlanStep,
+        plan: Plan,
+        spec: JobSpec,
+        text: tuple[torch.Tensor, torch.Tensor],
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+    ) -> np.ndarray:
+        grown, known = canvas.grow(image, step)
+        total = len(step.windows) * spec.steps
+        for index, window in enumerate(step.windows):
+            if cancel:
+                cancel.raise_if_cancelled()
+            inputs = canvas.window_inputs(grown, known, window, spec)
+            offset = index * spec.steps
+
+            def report(s: DenoiseStep, offset: int = offset) -> None:
+                if progress:
+                    show = (s.index + 1) % PREVIEW_EVERY == 0 or s.index + 1 == s.total
+                    preview = latent_preview(s.denoised) if show else None
+                    progress(StepProgress(step.index, plan.total_steps, offset + s.index + 1, total, preview))
+                if cancel:
+                    cancel.raise_if_cancelled()
+
+            seed = step_seed(spec.seed, step.index, index)
+            generated = self._generate(inputs, spec, text, seed, report)
+            canvas.merge(grown, known, window, generated, inputs)
+        return grown
+
+    def _generate(
+        self,
+        inputs: canvas.WindowInputs,
+        spec: JobSpec,
+        text: tuple[torch.Tensor, torch.Tensor],
+        seed: int,
+        on_step: StepCallback,
+    ) -> np.ndarray:
+        """One window: encode, condition, denoise, decode."""
+        models = self.models
+        guidance = spec.guidance > 1
+        x0 = models.encode_image(inputs.image)
+        change = torch.from_numpy(inputs.change_map)[None, None].to(models.device)
+        change = F.interpolate(
+            change, size=x0.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+        )
+        image_embeds = models.encode_crops(inputs.crops, guidance=guidance) if models.ip_adapter else None
+        cond: Conditioning = models.conditioning(text, image_embeds, spec.window)
+        latents = denoise(
+            models.unet,
+            models.new_scheduler(),
+            x0,
+            change,
+            cond,
+            steps=spec.steps,
+            guidance=spec.guidance,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            on_step=on_step,
+        )
+        return models.decode_latents(latents)

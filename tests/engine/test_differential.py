@@ -1,0 +1,199 @@
+"""The differential-diffusion loop on its own, with a recording stand-in for the UNet."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2DiscreteScheduler,
+)
+
+from outpaint_engine.differential import (
+    Conditioning,
+    UnsupportedSchedulerError,
+    check_scheduler,
+    denoise,
+    keep_masks,
+    latent_preview,
+    noised_original,
+)
+from outpaint_engine.models import dpmpp_2m_karras
+
+SDXL_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+
+
+class RecordingUNet:
+    """Predicts zero noise and remembers every latent input it was given."""
+
+    def __init__(self) -> None:
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, sample: torch.Tensor, t: torch.Tensor, **_: object) -> tuple[torch.Tensor]:
+        self.inputs.append(sample.clone())
+        return (torch.zeros_like(sample),)
+
+
+def _scheduler() -> DPMSolverMultistepScheduler:
+    return dpmpp_2m_karras(EulerDiscreteScheduler(**SDXL_BETAS).config)
+
+
+def _cond(batch: int = 1) -> Conditioning:
+    return Conditioning(torch.zeros(batch, 77, 64), torch.zeros(batch, 32), torch.zeros(batch, 6))
+
+
+def _noise_of(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+
+
+def test_noised_originals_follow_the_scheduler_sigmas_one_level_per_step() -> None:
+    steps = 6
+    scheduler = _scheduler()
+    scheduler.set_timesteps(steps)
+    x0 = torch.randn(1, 4, 8, 8)
+    eps = torch.randn(1, 4, 8, 8)
+    sigmas = scheduler.sigmas[:steps]
+    levels = [noised_original(x0, eps, sigma) for sigma in sigmas]
+
+    # The same as the scheduler's own noising of each timestep (a fresh scheduler, no begin index).
+    for i, t in enumerate(scheduler.timesteps):
+        expected = scheduler.add_noise(x0, eps, t.reshape(1))
+        torch.testing.assert_close(levels[i], expected)
+    # Every step has its own level, and the noise share falls step after step.
+    noise_share = [
+        float(((lv - x0 / (1 + s**2) ** 0.5) / eps).mean()) for lv, s in zip(levels, sigmas, strict=True)
+    ]
+    assert all(a > b for a, b in itertools.pairwise(noise_share))
+    assert noise_share[0] > 0.99  # Karras sigma_max ≈ 14.6: nearly pure noise
+    assert noise_share[-1] < 0.1
+
+
+def test_the_loop_pins_the_kept_area_to_each_steps_noised_original() -> None:
+    steps, seed = 4, 7
+    x0 = torch.randn(1, 4, 8, 8)
+    change = torch.zeros(8, 8)
+    change[:, :4] = 1.0  # left half kept, right half free
+    unet = RecordingUNet()
+    denoise(
+        unet,
+        _scheduler(),
+        x0,
+        change,
+        _cond(),
+        steps=steps,
+        guidance=1.0,
+        generator=torch.Generator("cpu").manual_seed(seed),
+    )
+    eps = _noise_of(seed, tuple(x0.shape))
+    reference = _scheduler()
+    reference.set_timesteps(steps)
+    assert len(unet.inputs) == steps
+    for i, seen in enumerate(unet.inputs):
+        level = noised_original(x0, eps, reference.sigmas[i])
+        torch.testing.assert_close(seen[..., :4], level[..., :4])
+        if i == 0:
+            torch.testing.assert_close(seen, level)  # the whole window starts from noised[0]
+        else:
+            assert not torch.allclose(seen[..., 4:], level[..., 4:])  # the free half follows the model
+
+
+def test_a_gray_map_is_pinned_for_its_share_of_the_steps() -> None:
+    steps, seed = 4, 3
+    x0 = torch.randn(1, 4, 8, 8)
+    unet = RecordingUNet()
+    denoise(
+        unet,
+        _scheduler(),
+        x0,
+        torch.full((8, 8), 0.5),
+        _cond(),
+        steps=steps,
+        guidance=1.0,
+        generator=torch.Generator("cpu").manual_seed(seed),
+    )
+    eps = _noise_of(seed, tuple(x0.shape))
+    reference = _scheduler()
+    reference.set_timesteps(steps)
+    pinned = [
+        torch.allclose(seen, noised_original(x0, eps, reference.sigmas[i]))
+        for i, seen in enumerate(unet.inputs)
+    ]
+    assert pinned == [True, True, False, False]  # 0.5 > 0/4, 1/4 but not 2/4, 3/4
+
+
+def test_keep_masks_thresholds() -> None:
+    masks = keep_masks(torch.tensor([[0.0, 0.3, 0.6, 1.0]]), 4)
+    assert masks.shape == (4, 1, 1, 4)
+    assert masks[:, 0, 0].tolist() == [
+        [0.0, 1.0, 1.0, 1.0],
+        [0.0, 1.0, 1.0, 1.0],
+        [0.0, 0.0, 1.0, 1.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+
+
+def test_guidance_runs_a_batch_of_two_and_checks_the_conditioning() -> None:
+    unet = RecordingUNet()
+    x0 = torch.zeros(1, 4, 8, 8)
+    gen = torch.Generator("cpu").manual_seed(0)
+    denoise(unet, _scheduler(), x0, torch.ones(8, 8), _cond(2), steps=2, guidance=4.0, generator=gen)
+    assert [s.shape[0] for s in unet.inputs] == [2, 2]
+    with pytest.raises(ValueError, match="batch"):
+        denoise(unet, _scheduler(), x0, torch.ones(8, 8), _cond(1), steps=2, guidance=4.0, generator=gen)
+
+
+def test_a_raising_callback_stops_the_loop() -> None:
+    unet = RecordingUNet()
+
+    def stop_after_two(step) -> None:
+        if step.index == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        denoise(
+            unet,
+            _scheduler(),
+            torch.zeros(1, 4, 8, 8),
+            torch.zeros(8, 8),
+            _cond(),
+            steps=5,
+            guidance=1.0,
+            generator=torch.Generator("cpu").manual_seed(0),
+            on_step=stop_after_two,
+        )
+    assert len(unet.inputs) == 2
+
+
+@pytest.mark.parametrize("second_order", [HeunDiscreteScheduler, KDPM2DiscreteScheduler])
+def test_second_order_schedulers_are_refused(second_order: type) -> None:
+    scheduler = second_order(**SDXL_BETAS)
+    with pytest.raises(UnsupportedSchedulerError, match="second-order"):
+        check_scheduler(scheduler)
+    with pytest.raises(UnsupportedSchedulerError, match="second-order"):
+        denoise(
+            RecordingUNet(),
+            scheduler,
+            torch.zeros(1, 4, 8, 8),
+            torch.zeros(8, 8),
+            _cond(),
+            steps=3,
+            guidance=1.0,
+            generator=torch.Generator("cpu").manual_seed(0),
+        )
+
+
+def test_other_noise_conventions_are_refused() -> None:
+    with pytest.raises(UnsupportedSchedulerError, match="not supported"):
+        check_scheduler(EulerDiscreteScheduler(**SDXL_BETAS))
+    check_scheduler(_scheduler())
+
+
+def test_latent_preview_is_a_small_rgb_image() -> None:
+    preview = latent_preview(torch.randn(1, 4, 8, 12))
+    assert preview.shape == (8, 12, 3)
+    assert preview.dtype.name == "uint8"
+    assert preview.std() > 0

@@ -1,0 +1,173 @@
+"""Model loading through the real diffusers/transformers loaders, from tiny models on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DPMSolverMultistepScheduler
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+from safetensors.torch import save_file
+
+from outpaint_engine.models import ModelLoadError, load_models, resolve_device, resolve_dtype
+from outpaint_engine.settings import EngineSettings
+from tests.tiny_models import IMAGE_ENCODER_WIDTH, IMAGE_TOKENS
+
+
+def _settings(base: dict[str, Any], **changes: Any) -> EngineSettings:
+    return EngineSettings(**{**base, **changes})
+
+
+def _crops(n: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (20, 20, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_loads_a_diffusers_folder_with_ip_adapter(tiny_engine) -> None:
+    models = tiny_engine.models
+    pipe = models.pipe
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    assert pipe.scheduler.config.use_karras_sigmas
+    assert pipe.scheduler.config.algorithm_type == "dpmsolver++"
+    assert pipe.scheduler.config.solver_order == 2
+    assert pipe.scheduler.config.beta_schedule == "scaled_linear"  # kept from the model's own config
+    assert models.ip_adapter
+    assert pipe.image_encoder is not None
+    assert pipe.unet.encoder_hid_proj is not None
+    assert any(isinstance(p, IPAdapterAttnProcessor2_0) for p in pipe.unet.attn_processors.values())
+    assert models.device == torch.device("cpu")
+    assert pipe.unet.dtype == torch.float32
+
+
+def test_ip_adapter_can_be_switched_off(tiny_engine_no_ip) -> None:
+    pipe = tiny_engine_no_ip.models.pipe
+    assert not tiny_engine_no_ip.models.ip_adapter
+    assert pipe.image_encoder is None
+    assert pipe.unet.encoder_hid_proj is None
+
+
+def test_six_crops_become_six_times_sixteen_concatenated_tokens(tiny_engine) -> None:
+    models = tiny_engine.models
+    crops = _crops()
+    with torch.no_grad():
+        embeds = models.encode_crops(crops, guidance=True)
+        reference = models.pipe.prepare_ip_adapter_image_embeds(
+            [crops], None, models.device, 1, do_classifier_free_guidance=True
+        )
+    assert len(embeds) == 1
+    assert embeds[0].shape == (2, 6, 257, IMAGE_ENCODER_WIDTH)  # negative + positive, 6 crops, ViT tokens
+    torch.testing.assert_close(embeds[0], reference[0])  # our cached negative branch equals diffusers'
+
+    # What the attention layers see: 6 images × 16 resampler tokens, one sequence per sample.
+    seen: list[tuple[int, ...]] = []
+    processor = next(
+        p for p in models.pipe.unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)
+    )
+    hook = processor.to_k_ip[0].register_forward_hook(
+        lambda _m, args, _out: seen.append(tuple(args[0].shape))
+    )
+    try:
+        cond = models.conditioning(models.encode_text("", "", guidance=True), embeds, 64)
+        with torch.no_grad():
+            models.unet(
+                torch.zeros(2, 4, 8, 8),
+                torch.tensor(500),
+                encoder_hidden_states=cond.prompt_embeds,
+                added_cond_kwargs={
+                    "text_embeds": cond.pooled_embeds,
+                    "time_ids": cond.time_ids,
+                    "image_embeds": embeds,
+                },
+            )
+    finally:
+        hook.remove()
+    assert seen and seen[0][:3] == (2, 6, IMAGE_TOKENS)  # viewed as (batch, 6·16 tokens, heads, dim)
+
+
+def test_text_embeddings_have_the_sdxl_shapes(tiny_engine) -> None:
+    with torch.no_grad():
+        embeds, pooled = tiny_engine.models.encode_text("a nest", "", guidance=True)
+        single, _ = tiny_engine.models.encode_text("a nest", "", guidance=False)
+    assert embeds.shape == (2, 77, 64)
+    assert pooled.shape == (2, 32)
+    assert single.shape == (1, 77, 64)
+    torch.testing.assert_close(single[0], embeds[1])
+
+
+def test_vae_round_trip_has_the_real_8x_scale(tiny_engine) -> None:
+    image = np.zeros((64, 64, 3), np.uint8)
+    with torch.no_grad():
+        latents = tiny_engine.models.encode_image(image)
+        decoded = tiny_engine.models.decode_latents(latents)
+    assert latents.shape == (1, 4, 8, 8)
+    assert decoded.shape == (64, 64, 3)
+    assert decoded.dtype == np.uint8
+
+
+def test_fp16_keeps_the_vae_in_fp32_and_bf16_does_not(tiny_engine_settings: dict[str, Any]) -> None:
+    fp16 = load_models(_settings(tiny_engine_settings, dtype="fp16", ip_adapter=""))
+    assert fp16.pipe.unet.dtype == torch.float16
+    assert fp16.pipe.vae.dtype == torch.float32  # force_upcast: the SDXL VAE overflows in fp16
+    bf16 = load_models(_settings(tiny_engine_settings, dtype="bf16", ip_adapter=""))
+    assert bf16.pipe.unet.dtype == torch.bfloat16
+    assert bf16.pipe.vae.dtype == torch.bfloat16
+
+
+def test_devices_and_dtypes() -> None:
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelLoadError, match="dtype"):
+        resolve_dtype("int8", torch.device("cpu"))
+    with pytest.raises(ModelLoadError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA"):
+            resolve_device("cuda")
+
+
+def _one_line(exc: pytest.ExceptionInfo[ModelLoadError]) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_local_model(tiny_engine_settings: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as exc:
+        load_models(_settings(tiny_engine_settings, model=str(tmp_path / "nowhere")))
+    assert "not found" in _one_line(exc)
+
+
+def test_hub_model_not_available_offline(tiny_engine_settings: dict[str, Any]) -> None:
+    with pytest.raises(ModelLoadError) as exc:
+        load_models(_settings(tiny_engine_settings, model="nobody-here/no-such-model-xyz"))
+    assert "nobody-here/no-such-model-xyz" in _one_line(exc)
+
+
+def test_missing_ip_adapter_folder(tiny_engine_settings: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as exc:
+        load_models(_settings(tiny_engine_settings, ip_adapter=str(tmp_path / "nowhere")))
+    assert "IP-Adapter" in _one_line(exc)
+
+
+def test_ip_adapter_folder_without_weights(tiny_engine_settings: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as exc:
+        load_models(_settings(tiny_engine_settings, ip_adapter=str(tmp_path)))
+    assert "IP-Adapter" in _one_line(exc)
+
+
+def test_single_file_that_is_not_an_sdxl_checkpoint(
+    tiny_engine_settings: dict[str, Any], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "model.safetensors"
+    save_file({"something.else": torch.zeros(2)}, str(checkpoint))
+    with pytest.raises(ModelLoadError) as exc:
+        load_models(_settings(tiny_engine_settings, model=str(checkpoint), ip_adapter=""))
+    assert "model.safetensors" in _one_line(exc)
+    other = tmp_path / "model.bin"
+    other.write_bytes(b"nothing")
+    with pytest.raises(ModelLoadError, match=r"\.safetensors"):
+        load_models(_settings(tiny_engine_settings, model=str(other), ip_adapter=""))

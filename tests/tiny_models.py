@@ -1,0 +1,225 @@
+"""Tiny random SDXL + IP-Adapter Plus models, written to disk in the real layouts.
+
+The engine tests load these back through the real loaders (``from_pretrained``,
+``load_ip_adapter(..., local_files_only=True)``), so the whole loading path runs offline with
+models small enough for a CPU: a UNet of widths (32, 64), a VAE with the real 8× latent scale, two
+32-wide CLIP text encoders and a 32-wide CLIP vision encoder at the real 224-px input size.
+
+Sizes that must agree (see DESIGN.md, appendix):
+
+- cross-attention width 64 = the two text encoders' hidden sizes (32 + 32);
+- ``projection_class_embeddings_input_dim`` 80 = 6 time ids × 8 + the pooled width 32;
+- the resampler's input width = the image encoder's hidden size, its heads = ``to_q`` rows ÷ 64.
+
+Run ``python -m tests.tiny_models DIR`` to write a set by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+TEXT_WIDTH = 32
+CROSS_ATTENTION = 2 * TEXT_WIDTH
+IMAGE_ENCODER_WIDTH = 32
+RESAMPLER_WIDTH = 64  # one head of 64: the loader infers heads as to_q rows ÷ 64
+RESAMPLER_DEPTH = 4  # the loader always builds four blocks
+IMAGE_TOKENS = 16  # tokens per image, as in the real IP-Adapter Plus
+IP_ADAPTER_WEIGHT = "sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors"
+IMAGE_ENCODER_FOLDER = "models/image_encoder"
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins for bytes used by byte-level BPE (GPT-2 / CLIP style)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def build_tokenizer() -> CLIPTokenizer:
+    """A byte-level CLIP tokenizer with a couple of merges; ``<|endoftext|>`` has the highest id."""
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [c + "</w>" for c in alphabet]
+    merges = [("a", "n"), ("t", "h")]
+    tokens += [a + b for a, b in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TEXT_WIDTH,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        projection_dim=TEXT_WIDTH,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_act="gelu",
+    )
+
+
+def build_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """All SDXL components with random weights (deterministic under ``seed``)."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH,
+        cross_attention_dim=CROSS_ATTENTION,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    )
+    # The SDXL base scheduler config; the engine swaps in DPM++ 2M Karras from it.
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    tokenizer = build_tokenizer()
+    text_encoder = CLIPTextModel(_text_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer))
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=build_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+    )
+
+
+def save_sdxl(directory: Path, seed: int = 0) -> Path:
+    """Write a tiny SDXL model in the diffusers folder layout."""
+    build_pipeline(seed).save_pretrained(directory)
+    return directory
+
+
+def _cross_attention_widths(unet: UNet2DConditionModel) -> list[int]:
+    """The hidden width of every cross-attention layer, in ``attn_processors`` order."""
+    widths = []
+    channels = list(unet.config.block_out_channels)
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            widths.append(channels[-1])
+        elif name.startswith("up_blocks"):
+            widths.append(list(reversed(channels))[int(name[len("up_blocks.")])])
+        else:
+            widths.append(channels[int(name[len("down_blocks.")])])
+    return widths
+
+
+def _ip_adapter_state(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    """An IP-Adapter Plus state dict with the original (h94) key names."""
+    w = RESAMPLER_WIDTH
+    state: dict[str, torch.Tensor] = {
+        "image_proj.latents": torch.randn(1, IMAGE_TOKENS, w) / w**0.5,
+        "image_proj.proj_in.weight": torch.randn(w, IMAGE_ENCODER_WIDTH) * 0.1,
+        "image_proj.proj_in.bias": torch.zeros(w),
+        "image_proj.proj_out.weight": torch.randn(CROSS_ATTENTION, w) * 0.1,
+        "image_proj.proj_out.bias": torch.zeros(CROSS_ATTENTION),
+        "image_proj.norm_out.weight": torch.ones(CROSS_ATTENTION),
+        "image_proj.norm_out.bias": torch.zeros(CROSS_ATTENTION),
+    }
+    for i in range(RESAMPLER_DEPTH):
+        p = f"image_proj.layers.{i}"
+        for norm in ("0.norm1", "0.norm2", "1.0"):
+            state[f"{p}.{norm}.weight"] = torch.ones(w)
+            state[f"{p}.{norm}.bias"] = torch.zeros(w)
+        state[f"{p}.0.to_q.weight"] = torch.randn(w, w) * 0.1
+        state[f"{p}.0.to_kv.weight"] = torch.randn(2 * w, w) * 0.1
+        state[f"{p}.0.to_out.weight"] = torch.randn(w, w) * 0.1
+        state[f"{p}.1.1.weight"] = torch.randn(4 * w, w) * 0.1
+        state[f"{p}.1.3.weight"] = torch.randn(w, 4 * w) * 0.1
+    for n, width in enumerate(_cross_attention_widths(unet)):
+        key = 2 * n + 1
+        state[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(width, CROSS_ATTENTION) * 0.1
+        state[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(width, CROSS_ATTENTION) * 0.1
+    return state
+
+
+def save_ip_adapter(directory: Path, sdxl_dir: Path, seed: int = 0) -> Path:
+    """Write a tiny IP-Adapter Plus SDXL repo in the h94 layout, sized for the model in ``sdxl_dir``."""
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(sdxl_dir, subfolder="unet")
+    weight = directory / IP_ADAPTER_WEIGHT
+    weight.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_ip_adapter_state(unet), str(weight))
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=IMAGE_ENCODER_WIDTH,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=224,
+            patch_size=14,
+            projection_dim=IMAGE_ENCODER_WIDTH,
+        )
+    )
+    encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER)
+    return directory
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0] if argv else "tiny-models")
+    sdxl = save_sdxl(root / "sdxl")
+    save_ip_adapter(root / "ip-adapter", sdxl)
+    print(json.dumps({"model": str(sdxl), "ip_adapter": str(root / "ip-adapter")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
