@@ -234,10 +234,11 @@ def test_ip_crops_keep_rgb_order():
     assert (image[:, :100] == RED).all()  # crops are copies
 
 
-def test_prefill_is_telea_on_the_whole_window():
-    image = noise(128, 128, seed=3)
-    known = np.ones((128, 128), bool)
-    known[20:, 90:] = False
+@settings(max_examples=60, deadline=None)
+@given(window_masks(), st.integers(0, 99))
+def test_prefill_is_telea_on_the_whole_window(mask_and_window, seed):
+    known, window = mask_and_window
+    image = noise(window, window, seed)
     image[~known] = 0
     expected = cv2.inpaint(image, (~known).astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
     np.testing.assert_array_equal(canvas.prefill(image, known), expected)
