@@ -133,8 +133,6 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     )
     source = _read_source(args.input)
     plan = plan_job(source.shape[1], source.shape[0], spec)
-    if args.seed is None:
-        print(f"{PROG}: seed {seed}", file=sys.stderr)
 
     terminal = sys.stderr.isatty()
     _quiet_libraries(terminal)
@@ -152,6 +150,8 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
         engine = Outpainter.load(settings, **overrides)
     except ModelLoadError as exc:
         raise CliError(str(exc)) from exc
+    if args.seed is None:
+        print(f"{PROG}: seed {seed}", file=sys.stderr)
     canvas = source
     for result in _with_progress(engine, source, spec, plan, terminal):
         canvas = result.canvas

@@ -182,12 +182,8 @@ class Models:
 
     pipe: StableDiffusionXLImg2ImgPipeline
     ip_adapter: bool
+    device: torch.device  # where the computation runs (the GPU even when weights are offloaded)
     _uncond_image: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the computation runs (the GPU even when weights are offloaded to the CPU)."""
-        return self.pipe._execution_device
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -294,6 +290,6 @@ def load_models(settings: EngineSettings, *, single_file_config: str | None = No
             log.warning("low-VRAM mode only applies to CUDA; running on %s as usual", device)
         pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    models = Models(pipe, ip_adapter)
+    models = Models(pipe, ip_adapter, pipe._execution_device)
     models.set_ip_adapter_scale(settings.ip_scale)
     return models

@@ -1,0 +1,204 @@
+"""The ``outpaint`` command: end to end in a subprocess, error paths in process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import outpaint_engine.queue
+from outpaint_engine import cli
+from outpaint_engine.job import Direction, JobSpec
+from outpaint_engine.plan import plan_job
+from tests.conftest import TINY_STEPS, TINY_WINDOW
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_photo(path: Path, width: int, height: int) -> Path:
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 / width, y * 255 / height, np.full_like(x, 90)], axis=-1)
+    Image.fromarray(np.clip(pixels + rng.normal(0, 10, pixels.shape), 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _tiny_args(model: Path, ip_adapter: Path) -> list[str]:
+    return [
+        "--model",
+        str(model),
+        "--ip-adapter",
+        str(ip_adapter),
+        "--device",
+        "cpu",
+        "--size",
+        str(TINY_WINDOW),
+        "--steps",
+        str(TINY_STEPS),
+        "--expand",
+        "16",
+    ]
+
+
+def _outpaint(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "outpaint_engine.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def _assert_one_line_error(stderr: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("outpaint: error: ")
+    assert "Traceback" not in stderr
+
+
+def test_extends_a_non_square_photo_and_saves_every_step(
+    tmp_path: Path, tiny_model_dir: Path, tiny_ip_adapter_dir: Path
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 72, 96)  # portrait: squared up, then 2 expansions
+    steps_dir = tmp_path / "steps"
+    run = _outpaint(
+        str(photo),
+        "--direction",
+        "right",
+        "--times",
+        "2",
+        "--seed",
+        "11",
+        "-o",
+        "wide.png",
+        "--save-steps",
+        str(steps_dir),
+        *_tiny_args(tiny_model_dir, tiny_ip_adapter_dir),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    spec = JobSpec(direction=Direction.RIGHT, times=2, expand_px=16, window=TINY_WINDOW, steps=TINY_STEPS)
+    plan = plan_job(72, 96, spec)
+    assert plan.total_steps == 3
+    with Image.open(tmp_path / "wide.png") as result:
+        assert result.size == plan.final_size
+    saved = sorted(steps_dir.iterdir())
+    assert [p.name for p in saved] == ["step-01.png", "step-02.png", "step-03.png"]
+    for path, step in zip(saved, plan.steps, strict=True):
+        with Image.open(path) as image:
+            assert image.size == step.size_after
+    assert "Traceback" not in run.stderr
+    assert "seed" not in run.stderr  # only printed when chosen at random
+
+
+def test_not_an_image_fails_with_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("this is not a picture")
+    run = _outpaint(str(bogus), "--times", "1", cwd=tmp_path)
+    assert run.returncode != 0
+    _assert_one_line_error(run.stderr)
+    assert run.stdout == ""
+
+
+def test_a_truncated_image_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 96, 96)
+    data = photo.read_bytes()
+    photo.write_bytes(data[: len(data) // 2])
+    assert cli.main([str(photo)]) == 1
+    _assert_one_line_error(capsys.readouterr().err)
+
+
+def test_a_missing_file_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([str(tmp_path / "nothing.png")]) == 1
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert "nothing.png" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--direction", "sideways"],
+        ["--times", "many"],
+        ["--expand", "12"],
+        ["--size", "100"],
+        ["-o", "out.unknownformat"],
+    ],
+    ids=["direction", "times", "expand", "size", "output-format"],
+)
+def test_bad_options_fail_with_one_line(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 96, 96)
+    with pytest.raises(SystemExit) as exit_info:
+        status = cli.main([str(photo), *args])
+        raise SystemExit(status)
+    assert exit_info.value.code != 0
+    _assert_one_line_error(capsys.readouterr().err)
+
+
+def test_a_model_missing_offline_fails_with_one_line(
+    tmp_path: Path, tiny_ip_adapter_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 96, 96)
+    args = [
+        str(photo),
+        "--model",
+        "nobody-here/no-such-model",
+        "-o",
+        str(tmp_path / "o.png"),
+        "--device",
+        "cpu",
+    ]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert "nobody-here/no-such-model" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_random_seed_is_printed_and_reproduces_the_result(
+    tmp_path: Path, tiny_model_dir: Path, tiny_ip_adapter_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 64, 64)
+    tiny = _tiny_args(tiny_model_dir, tiny_ip_adapter_dir)
+    assert cli.main([str(photo), "-o", str(tmp_path / "a.png"), *tiny]) == 0
+    err = capsys.readouterr().err
+    seed = next(line.split()[-1] for line in err.splitlines() if line.startswith("outpaint: seed "))
+    assert cli.main([str(photo), "-o", str(tmp_path / "b.png"), "--seed", seed, *tiny]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))
+    assert a.shape == (64, 80, 3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_continue_keeps_the_pixels_of_an_earlier_result(
+    tmp_path: Path, tiny_model_dir: Path, tiny_ip_adapter_dir: Path
+) -> None:
+    photo = _write_photo(tmp_path / "wide.png", 160, 64)
+    tiny = _tiny_args(tiny_model_dir, tiny_ip_adapter_dir)
+    out = tmp_path / "taller.png"
+    assert (
+        cli.main([str(photo), "--continue", "--direction", "down", "--seed", "1", "-o", str(out), *tiny]) == 0
+    )
+    result = np.asarray(Image.open(out))
+    assert result.shape == (80, 160, 3)
+    np.testing.assert_array_equal(result[:16], np.asarray(Image.open(photo))[:16])  # above the window
+
+
+def test_queue_subcommand_is_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    admin = types.ModuleType("outpaint_engine.queue.admin")
+    admin.main = lambda argv: calls.append(argv) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "outpaint_engine.queue.admin", admin)
+    monkeypatch.setattr(outpaint_engine.queue, "admin", admin, raising=False)
+    assert cli.main(["queue", "list", "--all"]) == 7
+    assert calls == [["list", "--all"]]

@@ -1,0 +1,202 @@
+"""The whole engine on tiny random models: sizes, kept pixels, determinism, cancel, resume."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from outpaint_engine import canvas
+from outpaint_engine.api import Checkpoint, StepProgress, StepResult
+from outpaint_engine.job import CancelToken, Direction, JobCancelledError, JobSpec
+from outpaint_engine.plan import PlanError, plan_job
+from outpaint_engine.runner import Outpainter
+from tests.conftest import TINY_STEPS, TINY_WINDOW
+
+SPEC = JobSpec(direction=Direction.RIGHT, times=2, expand_px=16, steps=TINY_STEPS, window=TINY_WINDOW, seed=5)
+
+
+def _photo(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth gradient with some texture: a stand-in photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, np.full_like(x, 128)], axis=-1)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def _run(engine: Outpainter, source: np.ndarray, spec: JobSpec, **kwargs) -> list[StepResult]:
+    return list(engine.run(source, spec, **kwargs))
+
+
+@pytest.mark.parametrize("direction", list(Direction))
+@pytest.mark.parametrize("size", [(96, 64), (48, 80)], ids=["landscape", "portrait"])
+def test_every_step_has_the_planned_size(tiny_engine: Outpainter, direction: Direction, size) -> None:
+    spec = replace(SPEC, direction=direction, times=1)
+    plan = tiny_engine.plan(*size, spec)
+    results = _run(tiny_engine, _photo(*size), spec)
+    assert [r.step for r in results] == list(range(plan.total_steps))
+    assert all(r.total_steps == plan.total_steps for r in results)
+    for result, step in zip(results, plan.steps, strict=True):
+        width, height = step.size_after
+        assert result.canvas.shape == (height, width, 3)
+        assert result.canvas.dtype == np.uint8
+
+
+def test_a_square_input_grows_by_expand_each_time(tiny_engine: Outpainter) -> None:
+    results = _run(tiny_engine, _photo(64, 64), replace(SPEC, times=3))
+    assert [r.canvas.shape[1] for r in results] == [80, 96, 112]
+    assert all(r.canvas.shape[0] == 64 for r in results)
+
+
+def test_kept_pixels_are_exact_and_the_new_strip_is_generated(tiny_engine: Outpainter) -> None:
+    source = _photo(96, 64)
+    plan = plan_job(96, 64, SPEC)
+    before = canvas.prepare(source, SPEC)
+    for result, step in zip(_run(tiny_engine, source, SPEC), plan.steps, strict=True):
+        grown, known = canvas.grow(before, step)
+        (window,) = step.windows
+        inputs = canvas.window_inputs(grown, known, window, SPEC)
+        exact = known.copy()
+        rows, cols = slice(window.y, window.y + window.size), slice(window.x, window.x + window.size)
+        exact[rows, cols] = inputs.keep_weight == 1.0
+        assert exact.sum() > 0.5 * known.sum()  # most of the old canvas is outside the seam band
+        np.testing.assert_array_equal(result.canvas[exact], grown[exact])
+        x, y, w, h = step.new_region
+        strip = result.canvas[y : y + h, x : x + w]
+        prefill = inputs.image[:, window.size - w :]
+        assert not np.array_equal(strip, prefill)  # the model painted over the Telea pre-fill
+        before = result.canvas
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(tiny_engine: Outpainter) -> None:
+    source = _photo(64, 64)
+    first = _run(tiny_engine, source, SPEC)
+    again = _run(tiny_engine, source, SPEC)
+    other = _run(tiny_engine, source, replace(SPEC, seed=SPEC.seed + 1))
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.canvas, b.canvas)
+    assert not np.array_equal(first[-1].canvas, other[-1].canvas)
+
+
+def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tiny_engine: Outpainter) -> None:
+    source = _photo(80, 64)
+    spec = replace(SPEC, times=3)
+    full = _run(tiny_engine, source, spec)
+    resumed = _run(tiny_engine, source, spec, resume=Checkpoint(1, full[0].canvas))
+    assert [r.step for r in resumed] == [1, 2]
+    for a, b in zip(full[1:], resumed, strict=True):
+        np.testing.assert_array_equal(a.canvas, b.canvas)
+    assert _run(tiny_engine, source, spec, resume=Checkpoint(3, full[2].canvas)) == []
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(tiny_engine: Outpainter) -> None:
+    source = _photo(80, 64)
+    with pytest.raises(ValueError, match="checkpoint canvas"):
+        _run(tiny_engine, source, SPEC, resume=Checkpoint(1, source))
+    with pytest.raises(ValueError, match="does not fit"):
+        _run(tiny_engine, source, SPEC, resume=Checkpoint(5, source))
+
+
+def test_cancel_stops_within_one_denoising_step(tiny_engine: Outpainter) -> None:
+    token = CancelToken()
+    seen: list[StepProgress] = []
+    results: list[StepResult] = []
+
+    def progress(p: StepProgress) -> None:
+        seen.append(p)
+        if p.step == 1 and p.denoise == 1:
+            token.cancel()
+
+    spec = replace(SPEC, times=3)
+    with pytest.raises(JobCancelledError):
+        for result in tiny_engine.run(_photo(64, 64), spec, progress=progress, cancel=token):
+            results.append(result)
+    assert [r.step for r in results] == [0]
+    assert (seen[-1].step, seen[-1].denoise) == (1, 1)  # no denoising step after the cancel
+
+
+def test_a_cancelled_token_stops_before_any_work(tiny_engine: Outpainter) -> None:
+    token = CancelToken()
+    token.cancel()
+    seen: list[StepProgress] = []
+    with pytest.raises(JobCancelledError):
+        _run(tiny_engine, _photo(64, 64), SPEC, progress=seen.append, cancel=token)
+    assert seen == []
+
+
+def test_progress_reports_every_denoising_step_with_previews(tiny_engine: Outpainter) -> None:
+    seen: list[StepProgress] = []
+    _run(tiny_engine, _photo(64, 64), SPEC, progress=seen.append)
+    assert [(p.step, p.denoise) for p in seen] == [(s, d) for s in range(2) for d in range(1, TINY_STEPS + 1)]
+    assert all(p.total_steps == 2 and p.denoise_total == TINY_STEPS for p in seen)
+    last = [p for p in seen if p.denoise == TINY_STEPS]
+    assert all(p.preview is not None and p.preview.shape == (8, 8, 3) for p in last)
+
+
+def test_a_wide_canvas_continued_upwards_uses_several_windows(tiny_engine: Outpainter) -> None:
+    source = _photo(160, 64)
+    spec = replace(SPEC, direction=Direction.UP, times=1, continue_canvas=True)
+    plan = plan_job(160, 64, spec)
+    assert plan.prepared_size == (160, 64)  # a continued canvas keeps its pixels
+    (step,) = plan.steps
+    assert len(step.windows) >= 3
+    seen: list[StepProgress] = []
+    (result,) = _run(tiny_engine, source, spec, progress=seen.append)
+    assert result.canvas.shape == (80, 160, 3)
+    assert seen[-1].denoise == seen[-1].denoise_total == len(step.windows) * TINY_STEPS
+    # Below the windows, the source rows are untouched.
+    np.testing.assert_array_equal(result.canvas[64:], source[48:])
+    assert not np.array_equal(result.canvas[:16], np.zeros((16, 160, 3), np.uint8))
+
+
+def test_text_is_encoded_once_per_job(tiny_engine: Outpainter, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    original = tiny_engine.models.encode_text
+
+    def counting(prompt: str, negative: str, *, guidance: bool):
+        calls.append(prompt)
+        return original(prompt, negative, guidance=guidance)
+
+    monkeypatch.setattr(tiny_engine.models, "encode_text", counting)
+    _run(tiny_engine, _photo(64, 64), replace(SPEC, times=3, prompt="a nest"))
+    assert calls == ["a nest"]
+
+
+def test_prompt_and_guidance_change_the_result(tiny_engine: Outpainter) -> None:
+    source = _photo(64, 64)
+    base = _run(tiny_engine, source, replace(SPEC, times=1))[-1].canvas
+    prompted = _run(tiny_engine, source, replace(SPEC, times=1, prompt="eggs in a nest"))[-1].canvas
+    unguided = _run(tiny_engine, source, replace(SPEC, times=1, guidance=1.0))[-1].canvas
+    assert not np.array_equal(base, prompted)
+    assert not np.array_equal(base, unguided)
+
+
+def test_ip_adapter_reads_six_crops_and_changes_the_result(
+    tiny_engine: Outpainter, tiny_engine_no_ip: Outpainter
+) -> None:
+    batches: list[int] = []
+    hook = tiny_engine.models.pipe.image_encoder.register_forward_hook(
+        lambda _m, args, _out: batches.append(args[0].shape[0])
+    )
+    source = _photo(64, 64)
+    spec = replace(SPEC, times=1, ip_adapter_scale=1.0)
+    try:
+        with_ip = _run(tiny_engine, source, spec)[-1].canvas
+    finally:
+        hook.remove()
+    without = _run(tiny_engine_no_ip, source, spec)[-1].canvas
+    assert 6 in batches  # the six crops go through the encoder as one batch
+    assert with_ip.shape == without.shape
+    assert not np.array_equal(with_ip, without)
+
+
+def test_plan_errors_reach_the_caller(tiny_engine: Outpainter) -> None:
+    with pytest.raises(PlanError):
+        _run(tiny_engine, _photo(64, 64), replace(SPEC, expand_px=12))
+
+
+def test_inference_mode_does_not_leak_between_steps(tiny_engine: Outpainter) -> None:
+    for _ in tiny_engine.run(_photo(64, 64), SPEC):
+        assert not torch.is_inference_mode_enabled()
