@@ -1,5 +1,7 @@
 """Engine fixtures: tiny random SDXL + IP-Adapter models on disk, and an engine loaded from them.
 
+Also the switch for GPU-only tests (``@pytest.mark.gpu``, run with OUTPAINT_TEST_GPU=1).
+
 Nothing in the tests may reach the network: the hub is switched off before any library reads it.
 """
 
@@ -17,6 +19,16 @@ import pytest
 
 TINY_WINDOW = 64
 TINY_STEPS = 2
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests run only with OUTPAINT_TEST_GPU=1 (on a CUDA machine)."""
+    if os.environ.get("OUTPAINT_TEST_GPU") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device; set OUTPAINT_TEST_GPU=1 to run")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
