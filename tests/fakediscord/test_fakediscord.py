@@ -108,6 +108,10 @@ async def test_connects_and_sees_guilds(fake: FakeDiscord) -> None:
         assert probe.application_id == fake.app_id
         identify = [r for r in fake.gateway_log if r.direction == "recv" and r.op == 2]
         assert identify and identify[0].d["token"] == "<redacted>"
+        ops = [(r.direction, r.op) for r in fake.gateway_log]
+        assert ops[:3] == [("send", 10), ("recv", 1), ("send", 11)]  # HELLO, heartbeat, ACK
+        events = [r.t for r in fake.gateway_log if r.op == 0]
+        assert events[:3] == ["READY", "GUILD_CREATE", "GUILD_CREATE"]
     assert fake.requests_to("GET", "/users/@me")
 
 
