@@ -64,6 +64,12 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-ip-adapter", action="store_true", help="run without the IP-Adapter image prompt")
     p.add_argument("--ip-scale", type=float, default=settings.ip_scale, help="IP-Adapter strength")
+    p.add_argument(
+        "--captioner",
+        default=settings.captioner,
+        metavar="MODEL",
+        help="a local vision-language model that writes the prompt when --prompt is empty",
+    )
     p.add_argument("--device", default=settings.device, help="auto, cuda, cuda:N, mps or cpu")
     p.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default=settings.dtype)
     p.add_argument(
@@ -142,6 +148,7 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     overrides = {
         "model": args.model,
         "ip_adapter": "" if args.no_ip_adapter else args.ip_adapter,
+        "captioner": args.captioner,
         "device": args.device,
         "dtype": args.dtype,
         "low_vram": args.low_vram,

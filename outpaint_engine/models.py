@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLImg2ImgPipeline
 
+from outpaint_engine.captioner import VisionLanguageCaptioner
 from outpaint_engine.differential import Conditioning, check_scheduler
 from outpaint_engine.settings import EngineSettings
 
@@ -189,10 +190,6 @@ class Models:
     def unet(self) -> torch.nn.Module:
         return self.pipe.unet
 
-    @property
-    def scheduler_config(self) -> dict:
-        return dict(self.pipe.scheduler.config)
-
     def new_scheduler(self) -> DPMSolverMultistepScheduler:
         """A fresh scheduler (schedulers hold per-run state), configured like the loaded one."""
         return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
@@ -203,7 +200,9 @@ class Models:
 
     # --- conditioning -------------------------------------------------------------------------
 
-    def encode_text(self, prompt: str, negative_prompt: str, *, guidance: bool) -> tuple[torch.Tensor, ...]:
+    def encode_text(
+        self, prompt: str, negative_prompt: str, *, guidance: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt embeddings and pooled embeddings, negative first when ``guidance`` is on."""
         embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
             prompt=prompt,
@@ -293,3 +292,22 @@ def load_models(settings: EngineSettings, *, single_file_config: str | None = No
     models = Models(pipe, ip_adapter, pipe._execution_device)
     models.set_ip_adapter_scale(settings.ip_scale)
     return models
+
+
+def load_captioner(settings: EngineSettings) -> VisionLanguageCaptioner | None:
+    """The optional prompt-writing VLM named by ``settings.captioner`` (None when empty)."""
+    source = settings.captioner.strip()
+    if not source:
+        return None
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    local = Path(source).expanduser().is_dir()
+    if _looks_like_path(source) and not local:
+        raise ModelLoadError(f"captioner not found: {source!r} is not a folder")
+    offload = settings.low_vram and device.type == "cuda"
+    try:
+        return VisionLanguageCaptioner.load(source, device, dtype, offload=offload)
+    except Exception as exc:  # see _load_pipeline
+        raise ModelLoadError(
+            f"could not load captioner {source!r}: {_reason(exc, uses_hub=not local)}"
+        ) from exc

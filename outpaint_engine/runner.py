@@ -1,14 +1,16 @@
 """The engine: :class:`Outpainter` runs a job's plan, window by window, and yields each canvas.
 
-Per job: text embeddings once. Per window: the canvas geometry (:mod:`outpaint_engine.canvas`)
-gives the pre-filled window, its change map and six crops; the models encode them; the loop of
-:mod:`outpaint_engine.differential` denoises; the result is decoded and merged back. Every
-window's noise is seeded by :func:`outpaint_engine.api.step_seed`, so resuming from a checkpoint
-gives the same pixels as an uninterrupted run.
+Per job: the prompt (written by the optional captioner when the job has none) is encoded once.
+Per window: the canvas geometry (:mod:`outpaint_engine.canvas`) gives the pre-filled window, its
+change map and six crops; the models encode them; the loop of :mod:`outpaint_engine.differential`
+denoises; the result is decoded and merged back. Every window's noise is seeded by
+:func:`outpaint_engine.api.step_seed`, so resuming from a checkpoint gives the same pixels as an
+uninterrupted run.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,11 +20,14 @@ import torch.nn.functional as F
 
 from outpaint_engine import canvas
 from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.captioner import Captioner
 from outpaint_engine.differential import Conditioning, DenoiseStep, StepCallback, denoise, latent_preview
 from outpaint_engine.job import CancelToken, JobSpec
-from outpaint_engine.models import Models, load_models
+from outpaint_engine.models import Models, load_captioner, load_models
 from outpaint_engine.plan import Plan, PlanStep, plan_job
 from outpaint_engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
 
 PREVIEW_EVERY = 5
 """A preview goes with every this many denoising steps (and with the last one of a window)."""
@@ -35,9 +40,12 @@ class Outpainter:
     shared state).
     """
 
-    def __init__(self, models: Models, settings: EngineSettings | None = None) -> None:
+    def __init__(
+        self, models: Models, settings: EngineSettings | None = None, captioner: Captioner | None = None
+    ) -> None:
         self.models = models
         self.settings = settings or EngineSettings()
+        self.captioner = captioner  # writes the prompt of jobs that have none
 
     @classmethod
     def load(cls, settings: EngineSettings | None = None, **overrides: Any) -> Outpainter:
@@ -51,7 +59,7 @@ class Outpainter:
         if unknown:
             raise TypeError(f"unknown engine settings: {', '.join(sorted(unknown))}")
         settings = settings.model_copy(update=overrides)
-        return cls(load_models(settings), settings)
+        return cls(load_models(settings), settings, load_captioner(settings))
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
         return plan_job(width, height, spec)
@@ -87,16 +95,27 @@ class Outpainter:
         if done == plan.total_steps:
             return
         self.models.set_ip_adapter_scale(spec.ip_adapter_scale)
-        text = self._encode_text(spec)
+        prompt = spec.prompt or self._caption(source)
+        text = self._encode_text(prompt, spec.negative_prompt, spec.guidance > 1)
         for step in plan.steps[done:]:
             image = self._expand(image, step, plan, spec, text, progress, cancel)
             yield StepResult(step.index, plan.total_steps, image)
 
     # Inference mode is entered per call, never across a ``yield`` (it would leak into the caller).
 
+    def _caption(self, source: np.ndarray) -> str:
+        """The captioner's description of the source (the same on a resume), or ""."""
+        if self.captioner is None:
+            return ""
+        try:
+            return self.captioner.caption(source)
+        except Exception:  # a prompt is a nicety: go on without one
+            log.warning("the captioner failed; going on without a prompt", exc_info=True)
+            return ""
+
     @torch.inference_mode()
-    def _encode_text(self, spec: JobSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.models.encode_text(spec.prompt, spec.negative_prompt, guidance=spec.guidance > 1)
+    def _encode_text(self, prompt: str, negative: str, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.models.encode_text(prompt, negative, guidance=guidance)
 
     @torch.inference_mode()
     def _expand(

@@ -54,6 +54,14 @@ def tiny_ip_adapter_dir(tiny_models_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA with its processor, for the optional captioner."""
+    from tests.tiny_models import save_captioner
+
+    return save_captioner(tmp_path_factory.mktemp("tiny-captioner"))
+
+
+@pytest.fixture(scope="session")
 def tiny_engine_settings(tiny_model_dir: Path, tiny_ip_adapter_dir: Path) -> dict[str, Any]:
     """Overrides for ``Outpainter.load`` that select the tiny models on the CPU."""
     return {
@@ -62,6 +70,7 @@ def tiny_engine_settings(tiny_model_dir: Path, tiny_ip_adapter_dir: Path) -> dic
         "device": "cpu",
         "dtype": "fp32",
         "low_vram": False,
+        "captioner": "",
         "window": TINY_WINDOW,
         "steps": TINY_STEPS,
     }

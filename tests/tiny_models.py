@@ -1,9 +1,10 @@
-"""Tiny random SDXL + IP-Adapter Plus models, written to disk in the real layouts.
+"""Tiny random SDXL + IP-Adapter Plus (+ captioner VLM) models, written to disk in the real layouts.
 
 The engine tests load these back through the real loaders (``from_pretrained``,
 ``load_ip_adapter(..., local_files_only=True)``), so the whole loading path runs offline with
 models small enough for a CPU: a UNet of widths (32, 64), a VAE with the real 8× latent scale, two
-32-wide CLIP text encoders and a 32-wide CLIP vision encoder at the real 224-px input size.
+32-wide CLIP text encoders and a 32-wide CLIP vision encoder at the real 224-px input size; and a
+tiny LLaVA for the optional captioner.
 
 Sizes that must agree (see DESIGN.md, appendix):
 
@@ -23,13 +24,21 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
 from transformers import (
+    CLIPImageProcessor,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
 )
 
 TEXT_WIDTH = 32
@@ -213,11 +222,70 @@ def save_ip_adapter(directory: Path, sdxl_dir: Path, seed: int = 0) -> Path:
     return directory
 
 
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n"
+    "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def save_captioner(directory: Path, seed: int = 0) -> Path:
+    """Write a tiny random LLaVA (CLIP vision + Llama) with its processor and chat template."""
+    torch.manual_seed(seed)
+    byte_level = Tokenizer(BPE(vocab={c: i for i, c in enumerate(_byte_alphabet())}, merges=[]))
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=byte_level, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    side, patch = 28, 14
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": side}, crop_size={"height": side, "width": side}
+        ),
+        tokenizer=tokenizer,
+        chat_template=_CHAT_TEMPLATE,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=side,
+            patch_size=patch,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    LlavaForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else "tiny-models")
     sdxl = save_sdxl(root / "sdxl")
     save_ip_adapter(root / "ip-adapter", sdxl)
-    print(json.dumps({"model": str(sdxl), "ip_adapter": str(root / "ip-adapter")}))
+    save_captioner(root / "captioner")
+    paths = {"model": sdxl, "ip_adapter": root / "ip-adapter", "captioner": root / "captioner"}
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
 
