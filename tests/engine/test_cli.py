@@ -117,6 +117,12 @@ def test_a_truncated_image_fails_with_one_line(tmp_path: Path, capsys: pytest.Ca
     _assert_one_line_error(capsys.readouterr().err)
 
 
+def test_an_extreme_panorama_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    photo = _write_photo(tmp_path / "strip.png", 1200, 64)
+    assert cli.main([str(photo)]) == 1
+    _assert_one_line_error(capsys.readouterr().err)
+
+
 def test_a_missing_file_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([str(tmp_path / "nothing.png")]) == 1
     err = capsys.readouterr().err
