@@ -132,10 +132,13 @@ class OutpaintModal(discord.ui.Modal, title="Outpaint"):
         self.load_source = load_source
         self.max_times = max_times
         self.direction = discord.ui.TextInput(
-            label="Direction", placeholder="left, right, up or down", max_length=5
+            custom_id="direction", label="Direction", placeholder="left, right, up or down", max_length=5
         )
-        self.times = discord.ui.TextInput(label=f"Times (1–{max_times})", default="1", max_length=3)
+        self.times = discord.ui.TextInput(
+            custom_id="times", label=f"Times (1–{max_times})", default="1", max_length=3
+        )
         self.prompt = discord.ui.TextInput(
+            custom_id="prompt",
             label="Prompt (optional)",
             required=False,
             max_length=max_prompt,

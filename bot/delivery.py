@@ -166,6 +166,7 @@ class JobFollower:
         self.bot = bot
         self.job = job
         self.status = status
+        self.catch_up = job.state.terminal  # finished while we were away: show only the outcome
         self.summary = messages.describe_job(job.spec.direction, job.spec.times)
         self.canvas: discord.Attachment | None = None  # the canvas now shown, kept across preview edits
         self.note: str | None = None
@@ -189,6 +190,8 @@ class JobFollower:
                 if isinstance(item, BaseException):
                     raise item
                 seq, event = item
+                if self.catch_up and not event.terminal:
+                    continue
                 await self.handle(event)
                 if event.terminal or not isinstance(event, Progress):
                     self.record.last_seq = seq
@@ -210,12 +213,14 @@ class JobFollower:
         if position is None:
             return
         eta = await self.bot.queue.eta(self.job.id)
-        await self._edit(messages.queued(self.summary, position, eta), view=status_view(self.job.id))
+        await self.edit_status(messages.queued(self.summary, position, eta), view=status_view(self.job.id))
 
-    async def _edit(self, content: str, **kwargs) -> discord.Message:
+    async def edit_status(self, content: str, **kwargs) -> discord.Message:
         if self.note:
             content += messages.upload_note(self.note)
-        return await self.status.edit(content, **kwargs)
+        message = await self.status.edit(content, **kwargs)
+        self.canvas = next((a for a in message.attachments if a.filename.startswith("canvas-")), None)
+        return message
 
     def _due(self) -> bool:
         return time.monotonic() - self.status.last_edit >= self.bot.settings.edit_interval_s
@@ -228,10 +233,12 @@ class JobFollower:
     async def handle(self, event: Event) -> None:
         match event:
             case Queued(position=position, eta_s=eta):
-                await self._edit(messages.queued(self.summary, position, eta), view=status_view(self.job.id))
+                await self.edit_status(
+                    messages.queued(self.summary, position, eta), view=status_view(self.job.id)
+                )
             case Started():
                 self.queued = False
-                await self._edit(messages.started(self.summary), view=status_view(self.job.id))
+                await self.edit_status(messages.started(self.summary), view=status_view(self.job.id))
             case Progress() if self._due():
                 self.queued = False
                 await self._show_progress(event)
@@ -241,9 +248,9 @@ class JobFollower:
             case Done():
                 await self._deliver(event)
             case Failed(reason=reason):
-                await self._edit(messages.failed(reason), view=None)
+                await self.edit_status(messages.failed(reason), view=None)
             case Cancelled():
-                await self._edit(messages.CANCELLED, view=None)
+                await self.edit_status(messages.CANCELLED, view=None)
 
     async def _show_progress(self, event: Progress) -> None:
         content = messages.running(
@@ -253,7 +260,7 @@ class JobFollower:
         if event.preview and self.bot.settings.previews:
             preview = discord.File(io.BytesIO(event.preview), filename="preview.jpg")
             attachments = [self.canvas, preview] if self.canvas else [preview]
-        await self._edit(content, attachments=attachments, view=status_view(self.job.id))
+        await self.edit_status(content, attachments=attachments, view=status_view(self.job.id))
 
     async def _show_canvas(self, event: Expanded) -> None:
         png = await self.bot.queue.get_canvas(self.job.id, event.step)
@@ -263,20 +270,20 @@ class JobFollower:
         self.note = upload.note
         await self._wait_until_due()
         content = messages.expanded(self.summary, event.step, event.total_steps, event.width, event.height)
-        message = await self._edit(content, attachments=[upload.file()], view=status_view(self.job.id))
-        self.canvas = next((a for a in message.attachments if a.filename == upload.filename), None)
+        await self.edit_status(content, attachments=[upload.file()], view=status_view(self.job.id))
 
     async def _deliver(self, event: Done) -> None:
         png = await self.bot.queue.get_canvas(self.job.id, event.step)
         if png is None:
-            await self._edit(messages.RESULT_GONE, view=None)
+            await self.edit_status(messages.RESULT_GONE, view=None)
             return
         upload = await fit_upload(png, self.record.filesize_limit, f"outpaint-{self.job.id}")
         content = messages.result(self.job.user_id, self.summary, event.width, event.height, upload.note)
         result = await self.status.post_result(content, upload, result_view(self.job.id), self.job.user_id)
         await self.bot.store.link_message(result.id, self.job.id)
+        await self.bot.store.update_delivery(self.job.id, finished=True)  # never post it twice
         self.note = None
-        await self._edit(messages.finished_status(result.jump_url), attachments=[], view=None)
+        await self.edit_status(messages.finished_status(result.jump_url), attachments=[], view=None)
 
 
 class Delivery:
@@ -285,6 +292,7 @@ class Delivery:
     def __init__(self, bot: OutpaintBot) -> None:
         self.bot = bot
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
 
     async def follow(
         self,
@@ -309,6 +317,8 @@ class Delivery:
             self._start(job, StatusMessage(self.bot, record, None))
 
     def _start(self, job: Job, status: StatusMessage) -> None:
+        if self._closed:  # shutting down: the journal keeps it for the next start
+            return
         task = asyncio.create_task(self._run(JobFollower(self.bot, job, status)), name=f"deliver-{job.id}")
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
@@ -316,23 +326,19 @@ class Delivery:
     async def _run(self, follower: JobFollower) -> None:
         try:
             await follower.run()
-        except asyncio.CancelledError:
-            raise
         except Exception:
+            if self._closed:
+                return
             log.exception("showing job %s failed", follower.job.id)
             try:
-                await follower._edit(messages.INTERNAL, view=None)
-            except discord.HTTPException:
-                log.warning("could not tell the user about job %s either", follower.job.id)
+                await follower.edit_status(messages.INTERNAL, view=None)
+            except Exception as error:
+                log.warning("could not tell the user about job %s either: %s", follower.job.id, error)
 
     async def close(self) -> None:
+        """Stop following; unfinished deliveries stay in the journal and resume on the next start."""
+        self._closed = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def wait(self, job_id: str) -> None:
-        """Until the job's result (or failure) has been shown; for tests and orderly shutdown."""
-        task = self._tasks.get(job_id)
-        if task is not None:
-            await asyncio.shield(task)

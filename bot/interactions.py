@@ -51,5 +51,5 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
             await interaction.edit_original_response(content=text, attachments=[], view=None)
         else:
             await interaction.followup.send(text, ephemeral=True)
-    except discord.HTTPException as http_error:
-        log.warning("could not report an error to the user: %s (error was: %s)", http_error, text)
+    except Exception as failure:  # the interaction expired, or the bot is shutting down
+        log.warning("could not report an error to the user: %s (error was: %s)", failure, text)

@@ -1,0 +1,74 @@
+"""``outpaint-bot [--sync]``: start the Discord bot.
+
+The job queue is the embedded one by default (the engine loads lazily in the bot's worker thread),
+or Redis when ``OUTPAINT_QUEUE=redis://…`` (then the GPU work runs in ``outpaint-worker``
+processes and this process loads no model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import discord
+
+from bot import messages
+from bot.app import OutpaintBot
+from bot.settings import BotSettings
+from outpaint_engine.api import Engine
+from outpaint_engine.queue import open_queue
+from outpaint_engine.settings import EngineSettings, QueueSettings
+
+
+def load_engine(settings: EngineSettings) -> Engine:
+    """The real engine; only the embedded queue's worker thread calls this, on the first job."""
+    from outpaint_engine.runner import Outpainter
+
+    return Outpainter.load(settings)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="outpaint-bot", description="The outpaint Discord bot.")
+    parser.add_argument(
+        "--sync",
+        action="store_true",
+        help="register the slash commands with Discord before starting (globally, or only in "
+        "OUTPAINT_DEV_GUILD when set); needed once, and again whenever the commands change",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = BotSettings()
+    token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
+    if not token:
+        print(messages.NO_TOKEN, file=sys.stderr)
+        return 2
+    discord.utils.setup_logging(
+        level=logging.getLevelNamesMapping().get(args.log_level.upper(), logging.INFO)
+    )
+    queue_settings = QueueSettings()
+    engine_settings = EngineSettings()
+    bot = OutpaintBot(
+        settings,
+        open_queue(queue_settings, engine_factory=lambda: load_engine(engine_settings)),
+        engine=engine_settings,
+        data_dir=queue_settings.data_dir,
+        sync_commands=args.sync,
+    )
+    try:
+        bot.run(token, log_handler=None)
+    except discord.LoginFailure:
+        print(messages.BAD_TOKEN, file=sys.stderr)
+        return 1
+    except discord.PrivilegedIntentsRequired:
+        print(messages.MISSING_INTENT, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

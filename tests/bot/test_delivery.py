@@ -1,0 +1,57 @@
+"""How results reach Discord: token expiry, upload limits, previews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.bot.conftest import EXPAND, Harness, image_upload, reached, size_of
+from tests.fakediscord import FakeDiscord
+from tests.queue.engine_double import Pause
+
+
+async def test_after_the_token_expires_updates_go_through_channel_messages(harness: Harness) -> None:
+    fake = harness.fake
+    pause = harness.engine.hook = Pause(seed=41, step=1)
+    async with harness.running():
+        interaction = await harness.outpaint(image_upload(96, 64), seed=41, times=2)
+        await reached(pause)
+        original = await fake.wait_for(lambda f: (m := f.original_of(interaction)) and m.attachments and m)
+        fake.expire(interaction)
+        pause.go.set()
+
+        result = await harness.result()
+        assert size_of(result.attachments[0]) == (96 + 2 * EXPAND, 64)
+        status = await fake.wait_for_message(lambda m: m.content.startswith("✅") and m.id != original.id)
+        assert status.interaction_id is None and status.webhook_id is None
+        assert [
+            r.status for r in fake.requests_to("PATCH", "/webhooks/") if r.status >= 400
+        ]  # it was refused
+        assert not original.content.startswith("✅")  # the old message could not be touched any more
+
+
+async def test_an_oversize_result_is_reencoded_with_a_note(tmp_path: Path) -> None:
+    async with FakeDiscord(upload_limit=12_000) as fake:
+        harness = Harness(fake, tmp_path / "data")
+        async with harness.running():
+            interaction = await harness.outpaint(image_upload(160, 64), times=2)
+            result = await harness.result()
+            (attachment,) = result.attachments
+            assert attachment.filename.endswith((".webp", ".jpg"))
+            assert attachment.size <= 12_000
+            assert size_of(attachment) == (160 + 2 * EXPAND, 64)
+            assert "ℹ" in result.content and "limit" in result.content
+            status = fake.original_of(interaction)
+            assert status is not None
+            canvas = next(a for v in status.edits for a in v.attachments)
+            assert canvas.size <= 12_000 and not canvas.filename.endswith(".png")
+
+
+async def test_previews_show_while_denoising(harness: Harness) -> None:
+    fake = harness.fake
+    async with harness.running(previews=True):
+        interaction = await harness.outpaint(times=1)
+        await harness.result()
+        status = fake.original_of(interaction)
+        assert status is not None
+        assert any(a.filename == "preview.jpg" for v in status.edits for a in v.attachments)
+        assert any("▰" in v.content or "▱" in v.content for v in status.edits)  # a progress bar
