@@ -1,0 +1,46 @@
+"""The job queue between the bot and the GPU workers; :func:`open_queue` picks the backend.
+
+The bot::
+
+    queue = open_queue(QueueSettings(), engine_factory=lambda: Outpainter.load(EngineSettings()))
+    async with queue:
+        job = await queue.submit(job, source_png)
+        # replays, then follows; ends after Done, Failed or Cancelled
+        async for seq, event in queue.events(job.id):
+            ...
+
+``engine_factory`` is used by the embedded backend only (its worker thread calls it once, on the
+first job); with Redis the GPU work runs in ``outpaint-worker`` processes. Without it, the embedded
+queue runs no worker (the operator command opens it that way).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from outpaint_engine.queue.base import JobQueue, QueueError
+from outpaint_engine.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from outpaint_engine.worker import EngineFactory
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def open_queue(
+    settings: QueueSettings | None = None, *, engine_factory: EngineFactory | None = None
+) -> JobQueue:
+    """The queue named by ``settings.queue`` (``embedded`` or a Redis URL), not started yet."""
+    settings = settings or QueueSettings()
+    if settings.queue == "embedded":
+        from outpaint_engine.queue.embedded import EmbeddedQueue
+
+        return EmbeddedQueue(settings, engine_factory=engine_factory)
+    if settings.queue.startswith(REDIS_SCHEMES):
+        from outpaint_engine.queue.redis import RedisQueue
+
+        return RedisQueue(settings)
+    raise QueueError(f"Unknown queue {settings.queue!r}: use 'embedded' or a redis:// URL.")
+
+
+__all__ = ["JobQueue", "QueueError", "open_queue"]

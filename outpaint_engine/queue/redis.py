@@ -1,0 +1,513 @@
+"""The Redis backend (``OUTPAINT_QUEUE=redis://host:6379/0``): many GPU workers on many hosts.
+
+- **Dispatch.** Queued jobs wait in a sorted set in fair order (:mod:`outpaint_engine.queue.fair`).
+  A worker's claim script pops the smallest key, appends a delivery to the ``work`` stream and
+  reads it through the consumer group, atomically, so every worker on every host takes jobs in the
+  same fair order and a job is delivered to one worker at a time. One job per worker.
+- **Heartbeat and recovery.** While it runs a job, a worker's heartbeat thread re-claims its own
+  delivery every ``heartbeat_s`` (resetting the entry's idle time). A delivery idle for
+  ``reclaim_after_s`` belongs to a dead worker: the next idle worker takes it over with
+  ``XAUTOCLAIM`` and continues after the last checkpoint. Every write of a worker is checked against
+  its claim token, so a worker that was taken over cannot publish or checkpoint anymore.
+- **Retries.** ``attempts`` counts deliveries (first delivery, re-deliveries after a crash, retries
+  after an error). Past ``max_deliveries`` the job fails with a polite reason and an entry on the
+  ``dead`` stream says why.
+- **Events** go on a stream per job whose entry ids are ``0-<seq>``, so the bot re-reads them from
+  any sequence number after its own restart. **Images** (source, checkpoints) are Redis strings
+  with a TTL of ``result_ttl_s``. **Cancel** sets a flag the worker reads with every progress
+  report (each denoising step) and heartbeat.
+
+Redis must persist (``appendonly yes``) for jobs to survive a Redis restart. Standalone Redis
+(or a primary) only: the scripts compute key names, which a cluster forbids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio as aioredis
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, JobState, Progress, Started
+from outpaint_engine.queue import fair
+from outpaint_engine.queue.base import Claim, JobQueue, LostClaim, QueueError, WorkerSide
+from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
+from outpaint_engine.settings import QueueSettings
+from outpaint_engine.store import check_job_id
+from outpaint_engine.worker import FAILED_POLITELY
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PREFIX = "outpaint:"
+GROUP = "workers"
+ACTIVE = frozenset({JobState.QUEUED, JobState.RUNNING})
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+FOLLOW_BLOCK_MS = 5000
+"""How long one blocking read of a job's events waits before checking the job still exists."""
+
+
+def _reconnecting(retry_class: type) -> dict[str, Any]:
+    """Client options: a command that meets a dropped connection (a Redis restart) reconnects and
+    is retried a few times before the error surfaces."""
+    return {
+        "socket_connect_timeout": 5,
+        "retry": retry_class(ExponentialBackoff(cap=1.0, base=0.05), 3),
+        "retry_on_error": list(UNREACHABLE),
+    }
+
+
+def describe_url(url: str) -> str:
+    """The queue URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return parts._replace(netloc=user + host).geturl()
+
+
+def _key(*parts: object) -> str:
+    return PREFIX + ":".join(str(p) for p in parts)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _job_from_hash(fields: dict[bytes, bytes]) -> Job:
+    h = {_text(k): _text(v) for k, v in fields.items()}
+    data = json.loads(h["json"])
+    data.update(
+        state=h["state"],
+        steps_done=int(h["steps_done"]),
+        total_steps=int(h["total_steps"]),
+        attempts=int(h["attempts"]),
+        started_at=float(h["started_at"]) if h["started_at"] else None,
+        finished_at=float(h["finished_at"]) if h["finished_at"] else None,
+        error=h["error"] or None,
+    )
+    return Job.from_dict(data)
+
+
+def _event_json(event: Event) -> str:
+    return json.dumps(event.to_dict())
+
+
+def _seq(entry_id: bytes | str) -> int:
+    return int(_text(entry_id).split("-")[1])
+
+
+def _ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(_key("work"), GROUP, id="$", mkstream=True)
+    except ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+
+
+class RedisQueue(JobQueue):
+    """The bot's (and operator's) side of the Redis queue."""
+
+    def __init__(self, settings: QueueSettings) -> None:
+        self.settings = settings
+        self.url = describe_url(settings.queue)
+        self.r = aioredis.Redis.from_url(settings.queue, **_reconnecting(redis.asyncio.retry.Retry))
+        self._scripts = {name: self.r.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except UNREACHABLE as error:
+            raise QueueError(f"The job queue at {self.url} is unreachable ({error}).") from error
+
+    async def _script(self, name: str, *args: object) -> Any:
+        with self._guard():
+            return await self._scripts[name](args=[PREFIX, *args])
+
+    async def start(self) -> None:
+        with self._guard():
+            await self.r.ping()
+            try:
+                await self.r.xgroup_create(_key("work"), GROUP, id="$", mkstream=True)
+            except ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def _stats(self) -> tuple[str, int]:
+        """(moving average of seconds per step or '', live workers) for the ETA scripts."""
+        window = max(3 * self.settings.heartbeat_s, self.settings.reclaim_after_s)
+        with self._guard():
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.lrange(_key("timings"), 0, -1)
+                pipe.zcount(_key("workers"), time.time() - window, "+inf")
+                timings, workers = await pipe.execute()
+        step_s = fair.moving_average(float(t) for t in timings)
+        return ("" if step_s is None else repr(step_s)), max(1, workers)
+
+    async def submit(self, job: Job, source_png: bytes) -> Job:
+        check_job_id(job.id)
+        job.state, job.steps_done, job.attempts = JobState.QUEUED, 0, 0
+        job.started_at = job.finished_at = job.error = None
+        with self._guard():
+            await self.r.set(_key("img", job.id, "source"), source_png, ex=self.settings.result_ttl_s)
+        step_s, workers = await self._stats()
+        position = await self._script(
+            "submit",
+            job.id,
+            job.user_id,
+            "" if job.guild_id is None else job.guild_id,
+            json.dumps(job.to_dict()),
+            repr(job.created_at),
+            job.total_steps,
+            fair.remaining_steps(job),
+            step_s,
+            workers,
+        )
+        if position == 0:
+            raise QueueError(f"Job {job.id} already exists.")
+        return job
+
+    async def _jobs(self, ids: Iterable[bytes | str]) -> list[Job]:
+        ids = [_text(i) for i in ids]
+        if not ids:
+            return []
+        with self._guard():
+            async with self.r.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(_key("job", job_id))
+                found = await pipe.execute()
+        return [_job_from_hash(h) for h in found if h]
+
+    async def get(self, job_id: str) -> Job | None:
+        try:
+            check_job_id(job_id)
+        except QueueError:
+            return None
+        jobs = await self._jobs([job_id])
+        return jobs[0] if jobs else None
+
+    async def cancel(self, job_id: str) -> Job | None:
+        try:
+            check_job_id(job_id)
+        except QueueError:
+            return None
+        state = await self._script("cancel", job_id, self.settings.result_ttl_s)
+        return await self.get(job_id) if state else None
+
+    async def list_jobs(
+        self,
+        *,
+        user_id: int | None = None,
+        guild_id: int | None = None,
+        states: Iterable[JobState] | None = None,
+        limit: int = 100,
+    ) -> list[Job]:
+        wanted = None if states is None else {JobState(s) for s in states}
+        if wanted is not None and not wanted:
+            return []
+
+        def keep(job: Job) -> bool:
+            return (
+                (user_id is None or job.user_id == user_id)
+                and (guild_id is None or job.guild_id == guild_id)
+                and (wanted is None or job.state in wanted)
+            )
+
+        if wanted is not None and wanted <= ACTIVE and (user_id is not None or guild_id is not None):
+            # The caps check: a small set per user or guild instead of a scan.
+            key = _key("active", "u", user_id) if user_id is not None else _key("active", "g", guild_id)
+            with self._guard():
+                ids = await self.r.smembers(key)
+            jobs = sorted(filter(keep, await self._jobs(ids)), key=lambda j: j.created_at, reverse=True)
+            return jobs[:limit]
+        found: list[Job] = []
+        start, batch = 0, 200
+        while len(found) < limit:
+            with self._guard():
+                ids = await self.r.zrevrange(_key("jobs"), start, start + batch - 1)
+            if not ids:
+                break
+            found.extend(filter(keep, await self._jobs(ids)))
+            start += batch
+        return found[:limit]
+
+    async def events(self, job_id: str, *, after: int = 0) -> AsyncIterator[tuple[int, Event]]:
+        if await self.get(job_id) is None:
+            raise QueueError(f"There is no job {job_id}.")
+        key, last, delay = _key("ev", job_id), after, 0.1
+        while True:
+            try:
+                replies = await self.r.xread({key: f"0-{last}"}, block=FOLLOW_BLOCK_MS, count=100)
+                if not replies:
+                    if not await self.r.exists(_key("job", job_id)):
+                        return  # purged while we waited
+                    continue
+                event = None
+                for entry_id, fields in replies[0][1]:
+                    last, event = _seq(entry_id), Event.from_dict(json.loads(fields[b"e"]))
+                    yield last, event
+                if (
+                    event is not None
+                    and event.terminal
+                    and not await self.r.xrange(key, f"(0-{last}", "+", count=1)
+                ):
+                    return  # a terminal event ends the stream unless a retry followed it
+                delay = 0.1
+            except UNREACHABLE as error:
+                log.warning(
+                    "job %s: lost the queue at %s (%s); retrying in %.1f s", job_id, self.url, error, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+
+    async def get_canvas(self, job_id: str, step: int) -> bytes | None:
+        if step < 0:
+            return None
+        with self._guard():
+            return await self.r.get(_key("img", job_id, step))
+
+    async def get_source(self, job_id: str) -> bytes | None:
+        with self._guard():
+            return await self.r.get(_key("img", job_id, "source"))
+
+    async def position(self, job_id: str) -> int | None:
+        with self._guard():
+            state, member = await self.r.hmget(_key("job", job_id), ["state", "member"])
+            if _text(state) != JobState.QUEUED:
+                return None
+            rank = await self.r.zrank(_key("queue"), member)
+        return None if rank is None else rank + 1
+
+    async def eta(self, job_id: str) -> float | None:
+        step_s, workers = await self._stats()
+        seconds = await self._script("eta", job_id, step_s, workers)
+        return None if seconds is None else float(seconds)
+
+    async def retry(self, job_id: str) -> Job:
+        check_job_id(job_id)
+        step_s, workers = await self._stats()
+        reply = await self._script("retry", job_id, step_s, workers)
+        if reply == b"":
+            raise QueueError(f"There is no job {job_id}.")
+        if isinstance(reply, bytes):
+            raise QueueError(f"Job {job_id} is {_text(reply)}; only failed or cancelled jobs can be retried.")
+        job = await self.get(job_id)
+        assert job is not None
+        return job
+
+    async def purge(self, *, older_than_s: float) -> int:
+        cutoff = time.time() - older_than_s
+        with self._guard():
+            ids = await self.r.zrangebyscore(_key("jobs"), "-inf", cutoff)
+            purged = 0
+            for job in await self._jobs(ids):
+                if not job.state.terminal or (job.finished_at or job.created_at) >= cutoff:
+                    continue
+                steps = range(max(job.total_steps, job.steps_done))
+                await self.r.delete(
+                    _key("job", job.id),
+                    _key("ev", job.id),
+                    _key("cancel", job.id),
+                    _key("img", job.id, "source"),
+                    *(_key("img", job.id, s) for s in steps),
+                )
+                await self.r.zrem(_key("jobs"), job.id)
+                purged += 1
+            await self.r.xtrim(_key("dead"), minid=f"{int(cutoff * 1000)}-0")
+        return purged
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The newest dead-letter entries (job, attempts, reason), for the operator."""
+        with self._guard():
+            entries = await self.r.xrevrange(_key("dead"), count=count)
+        return [{_text(k): _text(v) for k, v in fields.items()} for _, fields in entries]
+
+
+class RedisWorkerSide(WorkerSide):
+    """A worker process's side of the Redis queue (blocking client, heartbeat thread)."""
+
+    def __init__(self, settings: QueueSettings, *, name: str | None = None) -> None:
+        self.settings = settings
+        self.max_deliveries = settings.max_deliveries
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.idle_wait_s = min(1.0, max(0.05, settings.reclaim_after_s / 5))
+        self.r = redis.Redis.from_url(
+            settings.queue, socket_timeout=self.idle_wait_s + 10, **_reconnecting(redis.retry.Retry)
+        )
+        self._scripts = {name: self.r.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
+        self._stopping = threading.Event()
+        self._beats: dict[str, tuple[threading.Thread, threading.Event]] = {}
+        self._step_s: float | None = None
+
+    def check(self) -> None:
+        """Fail fast (with the client's error) if Redis is unreachable; create the group."""
+        self.r.ping()
+        _ensure_group(self.r)
+
+    def stopping(self) -> None:
+        """Stop retrying through outages: the worker is shutting down."""
+        self._stopping.set()
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``, retried while Redis is unreachable (a restart), unless the worker stops."""
+        delay = 0.05
+        while True:
+            try:
+                return call()
+            except UNREACHABLE as error:
+                if self._stopping.is_set():
+                    raise LostClaim("stopping while Redis is unreachable") from error
+                log.warning("Redis unreachable while %s (%s); retrying in %.2f s", what, error, delay)
+            except ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                log.warning("the consumer group is gone (Redis lost its data?); creating it again")
+                self._retry("creating the consumer group", lambda: _ensure_group(self.r))
+                continue
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+    def _run(self, what: str, name: str, *args: object) -> Any:
+        return self._retry(what, lambda: self._scripts[name](args=[PREFIX, *args]))
+
+    def _write(self, claim: Claim, what: str, name: str, *args: object) -> None:
+        """A claim-checked script: LostClaim when taken over; raises the cancel flag when up."""
+        reply = self._run(what, name, claim.job.id, claim.token, *args)
+        if reply == 0:
+            raise LostClaim("the job was taken over by another worker")
+        if reply == 2:
+            claim.cancel.cancel()
+
+    # --- claiming --------------------------------------------------------------------------------
+
+    def claim(self, wait_s: float) -> Claim | None:
+        token = uuid.uuid4().hex
+        reply = self._run(
+            "claiming a job",
+            "claim",
+            self.name,
+            token,
+            int(self.settings.reclaim_after_s * 1000),
+            self.max_deliveries,
+            FAILED_POLITELY,
+        )
+        if reply is None:
+            self._retry("waiting for work", lambda: self.r.blpop([_key("wake")], timeout=wait_s))
+            return None
+        job_id = _text(reply[0])
+        fields = self._retry("loading a job", lambda: self.r.hgetall(_key("job", job_id)))
+        claim = Claim(_job_from_hash(fields), token)
+        self._refresh_step_time()
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(claim, stop), name=f"heartbeat-{job_id}", daemon=True
+        )
+        self._beats[token] = (beat, stop)
+        beat.start()
+        return claim
+
+    def _heartbeat(self, claim: Claim, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.heartbeat_s):
+            try:
+                reply = self._scripts["heartbeat"](args=[PREFIX, claim.job.id, claim.token, self.name])
+            except UNREACHABLE as error:
+                log.warning("job %s: heartbeat failed (%s)", claim.job.id, error)
+                continue
+            if reply == 0:
+                log.warning("job %s: taken over by another worker; stopping it here", claim.job.id)
+                claim.cancel.cancel()
+                return
+            if reply == 2:
+                claim.cancel.cancel()
+
+    def end(self, claim: Claim) -> None:
+        beat, stop = self._beats.pop(claim.token)
+        stop.set()
+        beat.join()
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def load_source(self, claim: Claim) -> bytes | None:
+        return self._retry("loading a source", lambda: self.r.get(_key("img", claim.job.id, "source")))
+
+    def load_checkpoint(self, claim: Claim) -> tuple[int, bytes] | None:
+        job_id = claim.job.id
+        done = int(self._retry("loading a job", lambda: self.r.hget(_key("job", job_id), "steps_done")) or 0)
+        if not done:
+            return None
+        png = self._retry("loading a checkpoint", lambda: self.r.get(_key("img", job_id, done - 1)))
+        return None if png is None else (done, png)
+
+    def started(self, claim: Claim, total_steps: int) -> None:
+        event = Started(claim.job.id, total_steps)
+        self._write(claim, "publishing", "publish", _event_json(event), total_steps)
+        claim.job.total_steps = total_steps
+
+    def progress(self, claim: Claim, event: Progress) -> None:
+        self._write(claim, "publishing", "publish", _event_json(event))
+
+    def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
+        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height)
+        ttl = self.settings.result_ttl_s
+        self._write(claim, "storing a checkpoint", "checkpoint", step, png, ttl, _event_json(event))
+
+    def _finish(self, claim: Claim, state: JobState, event: Event, error: str = "", dead: str = "") -> None:
+        self._write(claim, "finishing a job", "finish", str(state), _event_json(event), error, dead)
+
+    def done(self, claim: Claim, step: int, width: int, height: int) -> None:
+        self._finish(claim, JobState.DONE, Done(claim.job.id, step, width, height))
+
+    def cancelled(self, claim: Claim) -> None:
+        self._finish(claim, JobState.CANCELLED, Cancelled(claim.job.id))
+
+    def failed(self, claim: Claim, reason: str, *, retry: bool, detail: str = "") -> None:
+        if retry:
+            self._write(claim, "requeueing a job", "requeue", "0")
+        else:
+            self._finish(claim, JobState.FAILED, Failed(claim.job.id, reason), reason, detail)
+
+    def release(self, claim: Claim) -> None:
+        self._write(claim, "handing a job back", "requeue", "1")
+
+    def record_step_time(self, seconds: float) -> None:
+        def push() -> list[bytes]:
+            with self.r.pipeline(transaction=False) as pipe:
+                pipe.lpush(_key("timings"), repr(seconds))
+                pipe.ltrim(_key("timings"), 0, fair.RECENT_STEPS - 1)
+                pipe.lrange(_key("timings"), 0, -1)
+                return pipe.execute()[-1]
+
+        self._step_s = fair.moving_average(float(t) for t in self._retry("recording a timing", push))
+
+    def _refresh_step_time(self) -> None:
+        timings = self._retry("reading timings", lambda: self.r.lrange(_key("timings"), 0, -1))
+        self._step_s = fair.moving_average(float(t) for t in timings)
+
+    def step_time(self) -> float | None:
+        return self._step_s

@@ -1,0 +1,75 @@
+"""Where the embedded queue keeps a job's images: PNG files under the data directory.
+
+Canvases cross the queue as PNG bytes (the worker encodes each checkpoint once with
+:func:`outpaint_engine.imageio.encode_png`); the Redis backend keeps them in Redis instead.
+Standard library only: the bot imports this.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from outpaint_engine.queue.base import QueueError
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it is a well-formed job id (letters, digits, ``-``, ``_``), else QueueError."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise QueueError(f"{job_id!r} is not a job id.")
+    return job_id
+
+
+class FileImageStore:
+    """A job's images as files: ``root/<job id>/source.png`` and ``root/<job id>/step-0003.png``.
+
+    Writes are atomic (a temporary file renamed into place), so a crash never leaves half a PNG
+    where a checkpoint should be. Blocking: call it from a worker thread or ``asyncio.to_thread``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, job_id: str) -> Path:
+        return self.root / check_job_id(job_id)
+
+    def _source_path(self, job_id: str) -> Path:
+        return self._dir(job_id) / "source.png"
+
+    def _step_path(self, job_id: str, step: int) -> Path:
+        return self._dir(job_id) / f"step-{step:04d}.png"
+
+    def put_source(self, job_id: str, png: bytes) -> None:
+        self._write(self._source_path(job_id), png)
+
+    def put_step(self, job_id: str, step: int, png: bytes) -> None:
+        self._write(self._step_path(job_id, step), png)
+
+    def get_source(self, job_id: str) -> bytes | None:
+        return self._read(self._source_path(job_id))
+
+    def get_step(self, job_id: str, step: int) -> bytes | None:
+        if step < 0:
+            return None
+        return self._read(self._step_path(job_id, step))
+
+    def delete(self, job_id: str) -> None:
+        shutil.rmtree(self._dir(job_id), ignore_errors=True)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _read(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None

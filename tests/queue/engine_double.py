@@ -1,0 +1,163 @@
+"""``FastEngineDouble``: a deterministic, fast engine double for the queue tests (not the real engine).
+
+It plans with the real :func:`outpaint_engine.plan.plan_job`, grows the canvas by the planned
+steps, and fills each new strip with a pattern computed from ``(seed, step)`` instead of running
+diffusion, so an interrupted-and-resumed job gives exactly the pixels of an uninterrupted one.
+Before every denoising step it calls ``hook(spec, step, denoise, cancel)``: tests pause it there
+(on a ``threading.Event``) or make it fail. It never sleeps.
+
+Worker subprocesses load it with ``outpaint-worker --engine engine_double:from_env`` (a testing
+option), configured through the environment (see :func:`from_env`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.job import CancelToken, JobSpec
+from outpaint_engine.plan import Plan, PlanStep, plan_job
+
+Hook = Callable[[JobSpec, int, int, CancelToken | None], None]
+
+
+def _prepare(source: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize to ``size`` (width, height)."""
+    h, w = source.shape[:2]
+    rows = np.arange(size[1]) * h // size[1]
+    cols = np.arange(size[0]) * w // size[0]
+    return source[rows][:, cols]
+
+
+def _fill(seed: int, step: int, width: int, height: int) -> np.ndarray:
+    base = np.frombuffer(step_seed(seed, step).to_bytes(8, "little")[:3], dtype=np.uint8).astype(np.int64)
+    ramp = np.arange(height)[:, None, None] + 2 * np.arange(width)[None, :, None]
+    return ((base + ramp * np.array([1, 3, 5])) % 256).astype(np.uint8)
+
+
+def _grow(canvas: np.ndarray, step: PlanStep, seed: int) -> np.ndarray:
+    width, height = step.size_after
+    grown = np.zeros((height, width, 3), np.uint8)
+    ox, oy = step.shift
+    grown[oy : oy + canvas.shape[0], ox : ox + canvas.shape[1]] = canvas
+    x, y, w, h = step.new_region
+    grown[y : y + h, x : x + w] = _fill(seed, step.index, w, h)
+    return grown
+
+
+class FastEngineDouble:
+    """Implements :class:`outpaint_engine.api.Engine` with fake pixels (see the module docstring).
+
+    ``computed`` lists ``(seed, step)`` for every expansion step it finished; ``runs`` lists
+    ``(seed, steps_done)`` for every run (``steps_done`` of the checkpoint it resumed from).
+    """
+
+    def __init__(self, hook: Hook | None = None) -> None:
+        self.hook = hook
+        self.computed: list[tuple[int, int]] = []
+        self.runs: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
+        return plan_job(width, height, spec)
+
+    def run(
+        self,
+        source: np.ndarray,
+        spec: JobSpec,
+        *,
+        resume: Checkpoint | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Iterator[StepResult]:
+        plan = self.plan(source.shape[1], source.shape[0], spec)
+        done = resume.steps_done if resume else 0
+        self._record(self.runs, (spec.seed, done))
+        canvas = resume.canvas if resume else _prepare(source, plan.prepared_size)
+        for step in plan.steps[done:]:
+            for denoise in range(1, spec.steps + 1):
+                if self.hook is not None:
+                    self.hook(spec, step.index, denoise, cancel)
+                if progress is not None:
+                    progress(StepProgress(step.index, plan.total_steps, denoise, spec.steps, canvas[:8, :8]))
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+            canvas = _grow(canvas, step, spec.seed)
+            self._record(self.computed, (spec.seed, step.index))
+            yield StepResult(step.index, plan.total_steps, canvas)
+
+    def _record(self, into: list[tuple[int, int]], item: tuple[int, int]) -> None:
+        with self._lock:
+            into.append(item)
+
+
+def expected_canvases(source: np.ndarray, spec: JobSpec) -> list[np.ndarray]:
+    """The canvases an uninterrupted run gives, one per step."""
+    return [r.canvas for r in FastEngineDouble().run(source, spec)]
+
+
+class Pause:
+    """A hook that stops the double before denoising step ``denoise`` of step ``step`` of the job
+    with ``seed``, once, until :attr:`go` is set or the job is cancelled (its token is set)."""
+
+    def __init__(self, seed: int, step: int = 0, denoise: int = 1) -> None:
+        self.at: tuple[int, int, int] | None = (seed, step, denoise)
+        self.reached = threading.Event()
+        self.go = threading.Event()
+
+    def __call__(self, spec: JobSpec, step: int, denoise: int, cancel: CancelToken | None) -> None:
+        if (spec.seed, step, denoise) != self.at:
+            return
+        self.at = None
+        self.reached.set()
+        for _ in range(6000):  # a 60 s safety net so a broken test cannot hang the suite
+            if self.go.wait(0.01) or (cancel is not None and cancel.cancelled):
+                return
+        raise RuntimeError("the test never released this pause")
+
+
+# --- worker subprocesses ---------------------------------------------------------------------------
+
+
+def from_env() -> FastEngineDouble:
+    """The double for ``outpaint-worker --engine engine_double:from_env``, set up by the environment:
+
+    - ``OUTPAINT_TEST_ENGINE_LOG=path``: one JSON line per run (``{"pid", "seed", "resume"}``) and
+      per finished step (``{"pid", "seed", "step"}``), appended atomically;
+    - ``OUTPAINT_TEST_ENGINE_GATE=path:step``: before each denoising step of steps ≥ ``step``, wait
+      until ``path`` exists (tests hold a worker mid-job that way);
+    - a job whose prompt is ``crash`` kills its worker process at its first denoising step.
+    """
+    log_path = os.environ.get("OUTPAINT_TEST_ENGINE_LOG")
+    gate = os.environ.get("OUTPAINT_TEST_ENGINE_GATE")
+    gate_path, _, gate_step = gate.rpartition(":") if gate else ("", "", "0")
+
+    def write(record: dict[str, int]) -> None:
+        if log_path:
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, (json.dumps({"pid": os.getpid(), **record}) + "\n").encode())
+            finally:
+                os.close(fd)
+
+    def hook(spec: JobSpec, step: int, denoise: int, cancel: CancelToken | None) -> None:
+        if spec.prompt == "crash":
+            os._exit(3)
+        if gate_path and step >= int(gate_step):
+            release = threading.Event()
+            while not Path(gate_path).exists() and not (cancel is not None and cancel.cancelled):
+                release.wait(0.01)
+
+    class Logged(FastEngineDouble):
+        def _record(self, into: list[tuple[int, int]], item: tuple[int, int]) -> None:
+            super()._record(into, item)
+            key = "resume" if into is self.runs else "step"
+            write({"seed": item[0], key: item[1]})
+
+    return Logged(hook)

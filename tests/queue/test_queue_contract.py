@@ -1,0 +1,353 @@
+"""The queue contract: every test runs against both backends (embedded SQLite and Redis Streams),
+with one worker running the fast engine double."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+
+import pytest
+from engine_double import Pause, expected_canvases
+from queue_helpers import SOURCE, SOURCE_PNG, WAIT_S, Harness, collect, make_job
+
+from outpaint_engine.imageio import decode_png
+from outpaint_engine.job import (
+    Cancelled,
+    Done,
+    Event,
+    Expanded,
+    Failed,
+    JobState,
+    Progress,
+    Queued,
+    Started,
+)
+from outpaint_engine.plan import PlanError
+from outpaint_engine.queue.base import QueueError
+from outpaint_engine.worker import FAILED_POLITELY
+
+
+def kinds(events: list[tuple[int, Event]]) -> list[str]:
+    return [e.kind for _, e in events if not isinstance(e, Progress)]
+
+
+def expanded_steps(events: list[tuple[int, Event]]) -> list[int]:
+    return [e.step for _, e in events if isinstance(e, Expanded)]
+
+
+async def reached(pause: Pause) -> None:
+    assert await asyncio.to_thread(pause.reached.wait, WAIT_S), "the engine never reached the pause"
+
+
+async def test_job_runs_to_done_with_checkpoints_and_ordered_events(harness: Harness) -> None:
+    job = make_job(1)
+    submitted = await harness.queue.submit(job, SOURCE_PNG)
+    assert submitted.state is JobState.QUEUED
+
+    events = await collect(harness.queue, job.id)
+
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+    assert kinds(events) == ["queued", "started", "expanded", "expanded", "expanded", "done"]
+    assert isinstance(events[0][1], Queued) and events[0][1].position == 1
+    started = next(e for _, e in events if isinstance(e, Started))
+    assert started.total_steps == 3
+    progress = [e for _, e in events if isinstance(e, Progress)]
+    assert [(p.step, p.denoise) for p in progress] == [(s, d) for s in range(3) for d in (1, 2)]
+    assert progress[0].preview is not None and progress[0].preview[:2] == b"\xff\xd8"  # a JPEG
+    done = events[-1][1]
+    assert isinstance(done, Done) and done.step == 2 and (done.width, done.height) == (96, 64)
+
+    expected = expected_canvases(SOURCE, job.spec)
+    for step, canvas in enumerate(expected):
+        png = await harness.queue.get_canvas(job.id, step)
+        assert png is not None
+        assert (decode_png(png) == canvas).all()
+    assert await harness.queue.get_canvas(job.id, 3) is None
+    assert await harness.queue.get_source(job.id) == SOURCE_PNG
+    final = await harness.queue.get(job.id)
+    assert final is not None
+    assert (final.state, final.steps_done, final.total_steps, final.attempts) == (JobState.DONE, 3, 3, 1)
+    assert final.started_at is not None and final.finished_at is not None
+    assert await harness.queue.position(job.id) is None
+
+
+async def test_events_replay_from_any_sequence_number(harness: Harness) -> None:
+    job = make_job(2)
+    await harness.queue.submit(job, SOURCE_PNG)
+    everything = await collect(harness.queue, job.id)
+    for after in (0, 3, len(everything) - 1):
+        assert await collect(harness.queue, job.id, after=after) == everything[after:]
+
+
+async def test_bot_restart_rereads_events_and_nothing_is_lost_or_repeated(harness: Harness) -> None:
+    job = make_job(3)
+    pause = Pause(seed=3, step=1)  # after step 0 is checkpointed
+    harness.engine.hook = pause
+    await harness.queue.submit(job, SOURCE_PNG)
+    await reached(pause)
+    seen: list[tuple[int, Event]] = []
+    async with aclosing(harness.queue.events(job.id)) as events:
+        async for seq, event in events:
+            seen.append((seq, event))
+            if isinstance(event, Expanded):
+                break
+
+    await harness.restart_bot()  # the embedded worker stops and resumes from the checkpoint
+    pause.go.set()
+    rest = await collect(harness.queue, job.id, after=seen[-1][0])
+
+    whole = seen + rest
+    assert [seq for seq, _ in whole] == list(range(1, len(whole) + 1))
+    assert expanded_steps(whole) == [0, 1, 2]
+    assert kinds(whole).count("done") == 1
+    assert sorted(step for seed, step in harness.engine.computed if seed == 3) == [0, 1, 2]
+    png = await harness.queue.get_canvas(job.id, 2)
+    assert png is not None and (decode_png(png) == expected_canvases(SOURCE, job.spec)[-1]).all()
+
+
+async def test_cancel_a_queued_job(harness: Harness) -> None:
+    pause = Pause(seed=10)
+    harness.engine.hook = pause
+    first, second = make_job(10), make_job(11)
+    await harness.queue.submit(first, SOURCE_PNG)
+    await reached(pause)
+    await harness.queue.submit(second, SOURCE_PNG)
+    assert await harness.queue.position(second.id) == 1
+
+    cancelled = await harness.queue.cancel(second.id)
+
+    assert cancelled is not None and cancelled.state is JobState.CANCELLED
+    assert kinds(await collect(harness.queue, second.id)) == ["queued", "cancelled"]
+    assert await harness.queue.position(second.id) is None
+    pause.go.set()
+    assert kinds(await collect(harness.queue, first.id))[-1] == "done"
+    assert all(seed != 11 for seed, _ in harness.engine.runs)
+
+
+async def test_cancel_a_running_job_stops_it_within_a_denoising_step(harness: Harness) -> None:
+    job = make_job(20)
+    pause = Pause(seed=20, step=1, denoise=1)
+    harness.engine.hook = pause
+    await harness.queue.submit(job, SOURCE_PNG)
+    await reached(pause)
+
+    returned = await harness.queue.cancel(job.id)
+    pause.go.set()
+    events = await collect(harness.queue, job.id)
+
+    assert returned is not None and returned.state in (JobState.RUNNING, JobState.CANCELLED)
+    assert isinstance(events[-1][1], Cancelled)
+    assert expanded_steps(events) == [0] and "done" not in kinds(events)
+    assert harness.engine.computed == [(20, 0)]  # step 1 never finished
+    final = await harness.queue.get(job.id)
+    assert final is not None and final.state is JobState.CANCELLED
+    again = await harness.queue.cancel(job.id)  # a no-op on a finished job
+    assert again is not None and again.state is JobState.CANCELLED
+
+
+async def test_cancel_unknown_job_and_finished_job(harness: Harness) -> None:
+    assert await harness.queue.cancel("nosuchjob") is None
+    job = make_job(21)
+    await harness.queue.submit(job, SOURCE_PNG)
+    await collect(harness.queue, job.id)
+    done = await harness.queue.cancel(job.id)
+    assert done is not None and done.state is JobState.DONE
+    assert kinds(await collect(harness.queue, job.id)) == ["queued", "started", *["expanded"] * 3, "done"]
+
+
+async def test_round_robin_between_users_positions_and_start_order(harness: Harness) -> None:
+    pause = Pause(seed=100)
+    harness.engine.hook = pause
+    await harness.queue.submit(make_job(100, user=1), SOURCE_PNG)
+    await reached(pause)
+    submitted = [(101, 1), (102, 1), (103, 1), (201, 2), (202, 2), (301, 3)]
+    for seed, user in submitted:
+        await harness.queue.submit(make_job(seed, user=user), SOURCE_PNG)
+
+    fair_order = [201, 301, 101, 202, 102, 103]  # user 1 already runs a job in the first round
+    positions = [await harness.queue.position(make_job(seed).id) for seed in fair_order]
+    assert positions == [1, 2, 3, 4, 5, 6]
+    announced = {}  # the position in each Queued event, at the time of its submission
+    for seed, _ in submitted:
+        async with aclosing(harness.queue.events(make_job(seed).id)) as events:
+            _, queued = await anext(events)
+        assert isinstance(queued, Queued)
+        announced[seed] = queued.position
+    assert announced == {101: 1, 102: 2, 103: 3, 201: 1, 202: 3, 301: 2}
+
+    pause.go.set()
+    for seed, _ in submitted:
+        await collect(harness.queue, make_job(seed).id)
+    assert [seed for seed, _ in harness.engine.runs] == [100, *fair_order]
+
+
+async def test_eta_from_recent_step_timings(harness: Harness) -> None:
+    first = make_job(30)
+    await harness.queue.submit(first, SOURCE_PNG)
+    queued = await collect(harness.queue, first.id)
+    assert isinstance(queued[0][1], Queued) and queued[0][1].eta_s is None  # nothing timed yet
+    assert await harness.queue.eta(first.id) is None  # finished
+
+    pause = Pause(seed=31)
+    harness.engine.hook = pause
+    running, waiting = make_job(31), make_job(32, user=2)
+    await harness.queue.submit(running, SOURCE_PNG)
+    await reached(pause)
+    await harness.queue.submit(waiting, SOURCE_PNG)
+
+    eta_running = await harness.queue.eta(running.id)
+    eta_waiting = await harness.queue.eta(waiting.id)
+    assert eta_running is not None and eta_waiting is not None
+    assert 0 < eta_running < eta_waiting  # the waiting job also waits for the running one
+    async with aclosing(harness.queue.events(waiting.id)) as events:
+        first_event = await anext(events)
+    assert isinstance(first_event[1], Queued) and first_event[1].eta_s is not None
+    pause.go.set()
+    await collect(harness.queue, waiting.id)
+
+
+async def test_list_jobs_by_user_guild_and_state(harness: Harness) -> None:
+    pause = Pause(seed=40)
+    harness.engine.hook = pause
+    specs = [(40, 1, 10), (41, 1, 10), (42, 2, 10), (43, 2, 11), (44, 3, None)]
+    for n, (seed, user, guild) in enumerate(specs):
+        job = make_job(seed, user=user, guild=guild)
+        job.created_at = 1000.0 + n
+        await harness.queue.submit(job, SOURCE_PNG)
+        if seed == 40:
+            await reached(pause)
+    active = [JobState.QUEUED, JobState.RUNNING]
+
+    def ids(jobs):
+        return [j.id for j in jobs]
+
+    assert ids(await harness.queue.list_jobs(user_id=1, states=active)) == ["job0041", "job0040"]
+    assert ids(await harness.queue.list_jobs(guild_id=10, states=active)) == ["job0042", "job0041", "job0040"]
+    assert ids(await harness.queue.list_jobs(states=[JobState.RUNNING])) == ["job0040"]
+    assert ids(await harness.queue.list_jobs(user_id=2, guild_id=11)) == ["job0043"]
+    assert ids(await harness.queue.list_jobs(limit=2)) == ["job0044", "job0043"]
+    assert await harness.queue.list_jobs(states=[]) == []
+
+    await harness.queue.cancel("job0041")
+    assert ids(await harness.queue.list_jobs(user_id=1, states=active)) == ["job0040"]
+    assert ids(await harness.queue.list_jobs(user_id=1, states=[JobState.CANCELLED])) == ["job0041"]
+    pause.go.set()
+
+
+async def test_a_request_the_engine_refuses_fails_with_its_message(harness: Harness) -> None:
+    def refuse(spec, step, denoise, cancel):
+        raise PlanError("That image is too wide to extend up.")
+
+    harness.engine.hook = refuse
+    job = make_job(50)
+    await harness.queue.submit(job, SOURCE_PNG)
+    events = await collect(harness.queue, job.id)
+    assert (
+        isinstance(events[-1][1], Failed) and events[-1][1].reason == "That image is too wide to extend up."
+    )
+    final = await harness.queue.get(job.id)
+    assert final is not None and (final.state, final.attempts) == (JobState.FAILED, 1)
+    assert final.error == "That image is too wide to extend up."
+
+
+async def test_an_error_is_retried_from_the_last_checkpoint(harness: Harness) -> None:
+    failures = []
+
+    def flaky(spec, step, denoise, cancel):
+        if step == 1 and not failures:
+            failures.append(step)
+            raise RuntimeError("CUDA hiccup")
+
+    harness.engine.hook = flaky
+    job = make_job(60)
+    await harness.queue.submit(job, SOURCE_PNG)
+    events = await collect(harness.queue, job.id)
+
+    assert expanded_steps(events) == [0, 1, 2] and kinds(events).count("done") == 1
+    assert harness.engine.runs == [(60, 0), (60, 1)]  # the retry resumed after step 0
+    assert sorted(harness.engine.computed) == [(60, 0), (60, 1), (60, 2)]
+    final = await harness.queue.get(job.id)
+    assert final is not None and (final.state, final.attempts) == (JobState.DONE, 2)
+
+
+async def test_a_poison_job_fails_politely_after_max_deliveries(harness: Harness) -> None:
+    def poison(spec, step, denoise, cancel):
+        if spec.seed == 66:
+            raise RuntimeError("poison")
+
+    harness.engine.hook = poison
+    job, healthy = make_job(66), make_job(67, user=2)
+    await harness.queue.submit(job, SOURCE_PNG)
+    await harness.queue.submit(healthy, SOURCE_PNG)
+    events = await collect(harness.queue, job.id)
+
+    assert isinstance(events[-1][1], Failed) and events[-1][1].reason == FAILED_POLITELY
+    assert kinds(events).count("failed") == 1 and kinds(events).count("started") == 3
+    final = await harness.queue.get(job.id)
+    assert final is not None and (final.state, final.attempts) == (JobState.FAILED, 3)
+    assert kinds(await collect(harness.queue, healthy.id))[-1] == "done"
+    if harness.kind == "redis":
+        dead = await harness.queue.dead_letters()
+        assert [(d["job"], d["attempts"], d["reason"]) for d in dead] == [
+            (job.id, "3", "RuntimeError: poison")
+        ]
+
+
+async def test_retry_a_failed_job_continues_after_its_checkpoint(harness: Harness) -> None:
+    def refuse_step_1(spec, step, denoise, cancel):
+        if step == 1:
+            raise PlanError("Not now.")
+
+    harness.engine.hook = refuse_step_1
+    job = make_job(70)
+    await harness.queue.submit(job, SOURCE_PNG)
+    first = await collect(harness.queue, job.id)
+    assert kinds(first)[-1] == "failed"
+
+    harness.engine.hook = None
+    retried = await harness.queue.retry(job.id)
+    assert retried.state in (JobState.QUEUED, JobState.RUNNING) and retried.steps_done == 1
+    whole = await collect(harness.queue, job.id)  # a fresh subscriber reads through the old failure
+
+    assert kinds(whole)[-1] == "done" and expanded_steps(whole) == [0, 1, 2]
+    assert harness.engine.runs == [(70, 0), (70, 1)]
+    with pytest.raises(QueueError, match="only failed or cancelled"):
+        await harness.queue.retry(job.id)
+    with pytest.raises(QueueError, match="no job"):
+        await harness.queue.retry("nosuchjob")
+
+
+async def test_purge_forgets_old_finished_jobs_only(harness: Harness) -> None:
+    finished = make_job(80)
+    await harness.queue.submit(finished, SOURCE_PNG)
+    await collect(harness.queue, finished.id)
+    pause = Pause(seed=81)
+    harness.engine.hook = pause
+    running = make_job(81)
+    await harness.queue.submit(running, SOURCE_PNG)
+    await reached(pause)
+
+    assert await harness.queue.purge(older_than_s=3600) == 0
+    assert await harness.queue.purge(older_than_s=0) == 1
+
+    assert await harness.queue.get(finished.id) is None
+    assert await harness.queue.get_canvas(finished.id, 0) is None
+    assert await harness.queue.get_source(finished.id) is None
+    assert await harness.queue.get(running.id) is not None
+    pause.go.set()
+    assert kinds(await collect(harness.queue, running.id))[-1] == "done"
+
+
+async def test_unknown_and_duplicate_jobs(harness: Harness) -> None:
+    assert await harness.queue.get("nosuchjob") is None
+    assert await harness.queue.get("../../etc") is None
+    assert await harness.queue.position("nosuchjob") is None
+    assert await harness.queue.eta("nosuchjob") is None
+    assert await harness.queue.get_canvas("nosuchjob", 0) is None
+    with pytest.raises(QueueError, match="no job"):
+        await collect(harness.queue, "nosuchjob")
+    job = make_job(90)
+    await harness.queue.submit(job, SOURCE_PNG)
+    with pytest.raises(QueueError, match="already exists"):
+        await harness.queue.submit(make_job(90), SOURCE_PNG)
+    await collect(harness.queue, job.id)

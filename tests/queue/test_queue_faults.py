@@ -1,0 +1,266 @@
+"""Fault tests: real processes die mid-job and nothing is lost or done twice.
+
+Workers are real ``outpaint-worker`` processes (``python -m outpaint_engine.worker``) running the
+fast engine double; each writes what it computed to a shared log, so the tests can check that
+every expansion step was computed exactly once across all the workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from engine_double import FastEngineDouble, expected_canvases
+from queue_helpers import SOURCE, SOURCE_PNG, RedisServer, collect, eventually, make_job, queue_settings
+
+from outpaint_engine.imageio import decode_png
+from outpaint_engine.job import Done, Event, Expanded, Failed, JobState, Progress, Started
+from outpaint_engine.queue.embedded import EmbeddedQueue
+from outpaint_engine.queue.redis import RedisQueue
+from outpaint_engine.worker import FAILED_POLITELY
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+
+
+class Processes:
+    """Worker (or bot) subprocesses sharing one engine log; all killed at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.log = tmp / "engine.log"
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def env(self, gate: Path | None, **settings: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPAINT_")}
+        env.update(
+            PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]),
+            OUTPAINT_HEARTBEAT_S="0.2",
+            OUTPAINT_RECLAIM_AFTER_S="1",
+            OUTPAINT_TEST_ENGINE_LOG=str(self.log),
+            **settings,
+        )
+        if gate is not None:
+            env["OUTPAINT_TEST_ENGINE_GATE"] = f"{gate}:1"
+        return env
+
+    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        with (self.tmp / f"{name}.out").open("ab") as out:
+            process = subprocess.Popen([sys.executable, *args], cwd=self.tmp, env=env, stdout=out, stderr=out)
+        self.started.append(process)
+        return process
+
+    def worker(
+        self, url: str, name: str, *, gate: Path | None = None, **settings: str
+    ) -> subprocess.Popen[bytes]:
+        """``outpaint-worker`` with the engine double; with ``gate``, it holds at step 1 until the
+        gate file exists."""
+        args = ["-m", "outpaint_engine.worker", "--engine", "engine_double:from_env", "--name", name]
+        return self.spawn(args, self.env(gate, OUTPAINT_QUEUE=url, **settings), name)
+
+    def records(self) -> list[dict[str, int]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def steps_by_pid(self, seed: int) -> list[tuple[int, int]]:
+        return [(r["pid"], r["step"]) for r in self.records() if r["seed"] == seed and "step" in r]
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path):
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+def story(events: list[tuple[int, Event]]) -> list[str]:
+    return [e.kind for _, e in events if not isinstance(e, Progress)]
+
+
+def assert_complete_once(events: list[tuple[int, Event]], total: int) -> None:
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+    assert [e.step for _, e in events if isinstance(e, Expanded)] == list(range(total))
+    assert [type(e) for _, e in events if e.terminal] == [Done]
+
+
+async def assert_final_canvas(queue, job) -> None:
+    png = await queue.get_canvas(job.id, job.spec.times)  # a square-up step + `times` steps
+    assert png is not None and (decode_png(png) == expected_canvases(SOURCE, job.spec)[-1]).all()
+
+
+async def first(events, predicate) -> tuple[int, Event]:
+    async for item in events:
+        if predicate(item[1]):
+            return item
+    raise AssertionError("the job ended first")
+
+
+async def test_a_killed_worker_s_job_is_finished_by_another_from_its_checkpoint(
+    redis_server: RedisServer, processes: Processes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate = tmp_path / "never"
+    doomed = processes.worker(redis_server.url, "doomed", gate=gate)
+    async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
+        job = make_job(1, times=3)
+        await queue.submit(job, SOURCE_PNG)
+        events = queue.events(job.id)
+        await first(events, lambda e: isinstance(e, Expanded))  # step 0 stored; held before step 1
+        rescuer = processes.worker(redis_server.url, "rescuer")
+
+        doomed.kill()
+        killed_at = time.monotonic()
+        await first(events, lambda e: isinstance(e, Started))
+        recovery_s = time.monotonic() - killed_at
+        await events.aclose()
+        everything = await collect(queue, job.id)
+
+        assert_complete_once(everything, total=4)
+        assert story(everything).count("started") == 2
+        assert processes.steps_by_pid(1) == [(doomed.pid, 0)] + [(rescuer.pid, s) for s in (1, 2, 3)]
+        assert {"pid": rescuer.pid, "seed": 1, "resume": 1} in processes.records()
+        await assert_final_canvas(queue, job)
+        final = await queue.get(job.id)
+        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 2)
+    with capsys.disabled():
+        print(
+            f"\n[queue] recovery after a worker kill: {recovery_s:.2f} s (reclaim_after_s=1, heartbeat 0.2 s)"
+        )
+
+
+async def test_redis_killed_and_restarted_mid_job(
+    redis_server: RedisServer, processes: Processes, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    worker = processes.worker(redis_server.url, "survivor", gate=gate)
+    async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
+        job = make_job(2, times=3)
+        await queue.submit(job, SOURCE_PNG)
+        seen = []
+        async for item in queue.events(job.id):
+            seen.append(item)
+            if isinstance(item[1], Expanded):
+                break
+
+        redis_server.kill()  # SIGKILL: only the append-only file survives
+        gate.touch()  # the worker goes on and meets a dead Redis
+
+        async def worker_retries() -> bool:
+            return "Redis unreachable while" in (tmp_path / "survivor.out").read_text()
+
+        await eventually(worker_retries, "the worker to find Redis gone")
+        redis_server.start()
+        rest = await collect(queue, job.id, after=seen[-1][0])
+
+        assert_complete_once(seen + rest, total=4)
+        assert sorted(step for _, step in processes.steps_by_pid(2)) == [0, 1, 2, 3]
+        assert {pid for pid, _ in processes.steps_by_pid(2)} == {worker.pid}
+        await assert_final_canvas(queue, job)
+
+
+async def test_a_job_that_kills_its_workers_ends_in_the_dead_letter_stream(
+    redis_server: RedisServer, processes: Processes, tmp_path: Path
+) -> None:
+    settings = queue_settings(redis_server.url, tmp_path, max_deliveries=2)
+    async with RedisQueue(settings) as queue:
+        poison = make_job(3, prompt="crash")
+        await queue.submit(poison, SOURCE_PNG)
+        workers: list[subprocess.Popen[bytes]] = []
+
+        async def failed_while_one_worker_is_kept_alive() -> bool:
+            if not workers or workers[-1].poll() is not None:
+                name = f"w{len(workers)}"
+                workers.append(processes.worker(redis_server.url, name, OUTPAINT_MAX_DELIVERIES="2"))
+            job = await queue.get(poison.id)
+            return job is not None and job.state is JobState.FAILED
+
+        await eventually(failed_while_one_worker_is_kept_alive, "the poison job to fail")
+        job = await queue.get(poison.id)
+
+        events = await collect(queue, poison.id)
+        assert isinstance(events[-1][1], Failed) and events[-1][1].reason == FAILED_POLITELY
+        assert story(events).count("failed") == 1
+        assert [w.returncode for w in workers[:2]] == [3, 3]  # each delivery killed its worker
+        assert job is not None and job.attempts == 2
+        dead = await queue.dead_letters()
+        assert [(d["job"], d["attempts"]) for d in dead] == [(poison.id, "2")]
+        assert "stopped responding" in dead[0]["reason"]
+
+        healthy = make_job(4, user=2)
+        await queue.submit(healthy, SOURCE_PNG)
+        assert_complete_once(await collect(queue, healthy.id), total=3)
+
+
+async def test_two_workers_twenty_jobs_five_users_in_fair_order(
+    redis_server: RedisServer, processes: Processes, tmp_path: Path
+) -> None:
+    users = {1: 8, 2: 3, 3: 3, 4: 3, 5: 3}  # user 1 queues 8 jobs first, then the others 3 each
+    jobs = [
+        make_job(100 * user + n, user=user, times=1) for user, count in users.items() for n in range(count)
+    ]
+    gate = tmp_path / "gate"
+    async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
+        for job in jobs:
+            await queue.submit(job, SOURCE_PNG)
+        workers = [processes.worker(redis_server.url, f"w{i}", gate=gate) for i in range(2)]
+
+        async def both_hold_a_job() -> bool:
+            return len(await queue.list_jobs(states=[JobState.RUNNING])) == 2
+
+        await eventually(both_hold_a_job, "each worker to hold its first job")
+        gate.touch()
+        for job in jobs:
+            assert_complete_once(await collect(queue, job.id), total=2)
+
+        finished = await queue.list_jobs(limit=100)
+        start_order = [j.user_id for j in sorted(finished, key=lambda j: j.started_at or 0)]
+        fair = [1, 2, 3, 4, 5] * 3 + [1] * 5
+        assert start_order == fair
+        pids = {pid for job in jobs for pid, _ in processes.steps_by_pid(job.spec.seed)}
+        assert pids == {w.pid for w in workers}
+        for job in jobs:
+            assert sorted(step for _, step in processes.steps_by_pid(job.spec.seed)) == [0, 1]
+
+
+async def test_embedded_bot_killed_mid_job_resumes_from_its_checkpoint(
+    processes: Processes, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    gate = tmp_path / "never"
+    bot = processes.spawn([str(HERE / "embedded_host.py"), str(data)], processes.env(gate), "bot")
+    job = make_job(5, times=3)
+    settings = queue_settings("embedded", data)
+
+    async def journal_exists() -> bool:
+        return (data / "queue.sqlite3").exists()
+
+    await eventually(journal_exists, "the bot to open its journal")
+    async with EmbeddedQueue(settings, poll_s=0.02) as operator:  # no worker: the bot's runs it
+        await operator.submit(job, SOURCE_PNG)
+        seen = []
+        async for item in operator.events(job.id):
+            seen.append(item)
+            if isinstance(item[1], Expanded):
+                break
+    bot.kill()  # SIGKILL: the journal says "running", step 0 is checkpointed
+
+    engine = FastEngineDouble()
+    async with EmbeddedQueue(settings, engine_factory=lambda: engine, poll_s=0.02) as restarted:
+        rest = await collect(restarted, job.id, after=seen[-1][0])
+        assert_complete_once(seen + rest, total=4)
+        assert processes.steps_by_pid(5) == [(bot.pid, 0)]
+        assert engine.runs == [(5, 1)] and engine.computed == [(5, 1), (5, 2), (5, 3)]
+        await assert_final_canvas(restarted, job)
+        final = await restarted.get(job.id)
+        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 2)
