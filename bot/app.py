@@ -13,7 +13,7 @@ from pathlib import Path
 import discord
 from discord import app_commands
 
-from bot import commands, replies
+from bot import commands, messages, replies
 from bot.delivery import Delivery
 from bot.jobs import JobService
 from bot.limits import Limits
@@ -46,7 +46,6 @@ class OutpaintBot(discord.Client):
         engine: EngineSettings,
         data_dir: Path,
         sync_commands: bool = False,
-        limits: Limits | None = None,
         **client_options: object,
     ) -> None:
         super().__init__(
@@ -57,7 +56,7 @@ class OutpaintBot(discord.Client):
         self.settings = settings
         self.queue = queue
         self.store = BotStore(data_dir / "bot.sqlite3")
-        self.limits = limits or Limits(settings)
+        self.limits = Limits(settings)
         self.jobs = JobService(queue, settings, engine, self.limits)
         self.delivery = Delivery(self)
         self.tree = app_commands.CommandTree(self)
@@ -84,14 +83,15 @@ class OutpaintBot(discord.Client):
             log.info("synced %d commands globally (may take up to an hour to show)", len(synced))
 
     async def on_ready(self) -> None:
-        log.info(
-            "logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds)
-        )
+        log.info("logged in as %s in %d guilds", self.user, len(self.guilds))
+        log.info("invite link: %s", messages.invite_url(self.application_id or "YOUR_APPLICATION_ID"))
 
     async def on_message(self, message: discord.Message) -> None:
         await replies.handle_message(self, message)
 
     async def close(self) -> None:
+        if self.is_closed():
+            return
         await self.delivery.close()
         await super().close()
         await self.queue.close()

@@ -69,6 +69,13 @@ async def fit_upload(png: bytes, limit: int, stem: str) -> Upload:
     return Upload(encoded.data, encoded.filename, encoded.note)
 
 
+def _files(attachments: list[Upload | discord.Attachment] | None) -> list[discord.File | discord.Attachment]:
+    """Fresh ``discord.File`` objects for one request (a File is consumed when sent)."""
+    if attachments is None:
+        return MISSING
+    return [a.file() if isinstance(a, Upload) else a for a in attachments]
+
+
 class StatusMessage:
     """The one message that shows a job while it runs.
 
@@ -96,40 +103,40 @@ class StatusMessage:
         self,
         content: str,
         *,
-        attachments: list[discord.File | discord.Attachment] = MISSING,
+        attachments: list[Upload | discord.Attachment] | None = None,
         view: discord.ui.View | None = MISSING,
     ) -> discord.Message:
+        """Edit the status (create it on first use). ``attachments``: the complete new list, new
+        uploads and attachments the message already has; None leaves them as they are."""
         self.last_edit = time.monotonic()
         if self._interaction_usable():
             assert self.interaction is not None
             try:
                 return await self.interaction.edit_original_response(
-                    content=content, attachments=attachments, view=view
+                    content=content, attachments=_files(attachments), view=view
                 )
             except discord.HTTPException as error:
                 if not _token_refused(error):
                     raise
                 log.info("interaction token refused for job %s; using channel messages", self.record.job_id)
                 self.interaction = None
-                attachments = [a for a in attachments or () if isinstance(a, discord.File)] or MISSING
-        if self.record.status_message_id is None:
-            return await self._create(content, attachments, view)
-        message = self.channel.get_partial_message(self.record.status_message_id)
-        try:
-            return await message.edit(content=content, attachments=attachments, view=view)
-        except discord.NotFound:  # deleted by someone: start a new one
-            return await self._create(content, attachments, view)
+                if attachments is not None:  # attachments of the old message can't move over
+                    attachments = [a for a in attachments if isinstance(a, Upload)]
+        if self.record.status_message_id is not None:
+            message = self.channel.get_partial_message(self.record.status_message_id)
+            try:
+                return await message.edit(content=content, attachments=_files(attachments), view=view)
+            except discord.NotFound:  # someone deleted it: start a new one
+                pass
+        uploads = [a for a in attachments or () if isinstance(a, Upload)]
+        return await self._create(content, uploads, view)
 
     async def _create(
-        self,
-        content: str,
-        attachments: list[discord.File | discord.Attachment],
-        view: discord.ui.View | None,
+        self, content: str, uploads: list[Upload], view: discord.ui.View | None
     ) -> discord.Message:
-        files = [a for a in attachments or () if isinstance(a, discord.File)]
         message = await self.channel.send(
             content,
-            files=files or MISSING,
+            files=[u.file() for u in uploads] or MISSING,
             view=view or MISSING,
             reference=self._reference(),
             mention_author=False,
@@ -171,6 +178,7 @@ class JobFollower:
         self.canvas: discord.Attachment | None = None  # the canvas now shown, kept across preview edits
         self.note: str | None = None
         self.queued = True
+        self.position: int | None = None  # the queue position shown
 
     @property
     def record(self) -> DeliveryRecord:
@@ -210,9 +218,12 @@ class JobFollower:
 
     async def _refresh_position(self) -> None:
         position = await self.bot.queue.position(self.job.id)
-        if position is None:
+        if position is None or position == self.position:
             return
-        eta = await self.bot.queue.eta(self.job.id)
+        await self._show_queued(position, await self.bot.queue.eta(self.job.id))
+
+    async def _show_queued(self, position: int, eta: float | None) -> None:
+        self.position = position
         await self.edit_status(messages.queued(self.summary, position, eta), view=status_view(self.job.id))
 
     async def edit_status(self, content: str, **kwargs) -> discord.Message:
@@ -256,9 +267,9 @@ class JobFollower:
         content = messages.running(
             self.summary, event.step, event.total_steps, event.denoise, event.denoise_total, event.eta_s
         )
-        attachments: list[discord.File | discord.Attachment] = MISSING
+        attachments: list[Upload | discord.Attachment] | None = None
         if event.preview and self.bot.settings.previews:
-            preview = discord.File(io.BytesIO(event.preview), filename="preview.jpg")
+            preview = Upload(event.preview, "preview.jpg")
             attachments = [self.canvas, preview] if self.canvas else [preview]
         await self.edit_status(content, attachments=attachments, view=status_view(self.job.id))
 
@@ -270,7 +281,7 @@ class JobFollower:
         self.note = upload.note
         await self._wait_until_due()
         content = messages.expanded(self.summary, event.step, event.total_steps, event.width, event.height)
-        await self.edit_status(content, attachments=[upload.file()], view=status_view(self.job.id))
+        await self.edit_status(content, attachments=[upload], view=status_view(self.job.id))
 
     async def _deliver(self, event: Done) -> None:
         png = await self.bot.queue.get_canvas(self.job.id, event.step)

@@ -122,7 +122,10 @@ class JobService:
 
     async def source_from_attachment(self, attachment: discord.Attachment) -> Source:
         self.check_attachment(attachment)
-        data = await attachment.read()
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as error:
+            raise UserError(messages.DOWNLOAD_FAILED) from error
         imageio.probe_image(data, self.image_limits)  # header only: format, size, bombs
         png, (width, height) = await asyncio.to_thread(self._normalise, data)
         return Source(png, width, height, continue_canvas=False)

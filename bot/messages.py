@@ -68,8 +68,8 @@ def _mib(size: int) -> str:
 
 # --- mistakes ----------------------------------------------------------------------------------
 
-NO_IMAGE = "Please attach an image (PNG, JPEG, WebP or GIF)."
 NO_IMAGE_IN_MESSAGE = "That message has no image I can use. Pick a message with a PNG, JPEG, WebP or GIF."
+DOWNLOAD_FAILED = "I couldn't download that attachment from Discord. Please try again."
 BAD_DIRECTION = "Direction must be one of: left, right, up, down."
 CANCEL_NOT_YOURS = "Only the person who started this job can cancel it."
 ALREADY_FINISHED = "That job has already finished."
@@ -167,7 +167,6 @@ def failed(reason: str) -> str:
 
 CANCELLED = "✖ Cancelled."
 CANCELLING = "✖ Cancelling…"
-RESUMED = "🔁 I restarted; this job continues here."
 
 
 def result(user_id: int, summary: str, width: int, height: int, note: str | None) -> str:

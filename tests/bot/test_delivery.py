@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.bot.conftest import EXPAND, Harness, image_upload, reached, size_of
+from tests.bot.conftest import EXPAND, Harness, answer, image_upload, reached, size_of
 from tests.fakediscord import FakeDiscord
 from tests.queue.engine_double import Pause
 
@@ -55,3 +55,20 @@ async def test_previews_show_while_denoising(harness: Harness) -> None:
         assert status is not None
         assert any(a.filename == "preview.jpg" for v in status.edits for a in v.attachments)
         assert any("▰" in v.content or "▱" in v.content for v in status.edits)  # a progress bar
+
+
+async def test_a_waiting_job_sees_its_queue_position_move(harness: Harness) -> None:
+    fake = harness.fake
+    pause = harness.engine.hook = Pause(seed=61)
+    async with harness.running(queue_refresh_s=0.05):
+        await harness.outpaint(seed=61)
+        await reached(pause)
+        bob = await answer(fake, await harness.outpaint(user=fake.bob))
+        carol = await answer(fake, await harness.outpaint(user=fake.carol))
+        assert "position 1" in bob.content and "position 2" in carol.content
+
+        cancel = next(c for c in bob.custom_ids if c.startswith("outpaint:cancel:"))
+        await fake.click_button(bob, cancel, user=fake.bob)
+        await fake.wait_for(lambda _: "position 1" in carol.content)
+        pause.go.set()
+        await fake.wait_for(lambda _: carol.content.startswith("✅"))

@@ -6,6 +6,7 @@ import io
 
 from PIL import Image
 
+from outpaint_engine.job import JobState
 from tests.bot.conftest import (
     EXPAND,
     Harness,
@@ -65,6 +66,7 @@ async def test_every_bad_attachment_gets_its_own_message(harness: Harness) -> No
         (image_upload(32, 32), "too small (32×32 pixels)", False),
         (image_upload(640, 64), "too long and thin", False),
         (Upload("old.bmp", bmp(), "image/bmp"), "BMP images are not supported", False),
+        (Upload("gone.png", png(), "image/png", cdn_status=404), "couldn't download that attachment", False),
     ]
     async with harness.running() as bot:
         for upload, expected, before_download in cases:
@@ -116,3 +118,21 @@ async def test_help_and_queue(harness: Harness) -> None:
         assert "position 1" in bob_listing.content
         pause.go.set()
         await harness.result()
+
+
+async def test_an_engine_failure_is_reported_politely(harness: Harness) -> None:
+    fake = harness.fake
+
+    def explode(*_: object) -> None:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    harness.engine.hook = explode
+    async with harness.running() as bot:
+        interaction = await harness.outpaint()
+        status = await fake.wait_for(
+            lambda f: (m := f.original_of(interaction)) and m.content.startswith("❌") and m
+        )
+        assert "something went wrong" in status.content and "CUDA" not in status.content
+        assert status.custom_ids == []
+        (job,) = await bot.queue.list_jobs()
+        assert job.state is JobState.FAILED

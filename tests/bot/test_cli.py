@@ -1,0 +1,76 @@
+"""``outpaint-bot``: the no-token instructions, the light imports, and deliberate command sync."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.bot.conftest import Harness
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_bot(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN"}
+    environment.update(PYTHONPATH=str(ROOT), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_without_a_token_it_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_TOKEN=\n")  # present but empty counts as missing
+    done = run_bot(tmp_path)
+    assert done.returncode == 2
+    for step in (
+        "https://discord.com/developers/applications",
+        "DISCORD_TOKEN=paste-the-token-here",
+        "scope=bot%20applications.commands&permissions=274878024704",
+        "outpaint-bot --sync",
+    ):
+        assert step in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_the_bot_imports_no_torch_diffusers_or_opencv() -> None:
+    code = (
+        "import sys, bot.__main__, bot.app, bot.commands, bot.delivery, bot.replies, bot.views; "
+        "print(sorted(m for m in ('torch', 'diffusers', 'cv2', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+async def test_commands_are_synced_only_when_asked(harness: Harness) -> None:
+    fake = harness.fake
+    async with harness.running(sync=False):
+        assert not fake.requests_to("PUT", "/commands")
+    async with harness.running(dev_guild=fake.guild.id, max_times=4):
+        commands = {c["name"]: c for c in fake.commands[fake.guild.id]}
+        assert set(commands) == {"outpaint", "outpaint-help", "queue", "Outpaint"}
+        assert fake.commands[None] == []  # a dev guild sync stays in that guild
+        options = {o["name"]: o for o in commands["outpaint"]["options"]}
+        assert options["times"]["max_value"] == 4 and options["times"]["required"]
+        assert [c["value"] for c in options["direction"]["choices"]] == ["left", "right", "up", "down"]
+        assert options["image"]["type"] == 11 and options["image"]["required"]
+        assert commands["Outpaint"]["type"] == 3  # a message context menu
+
+
+async def test_the_token_is_never_logged_nor_queued(harness: Harness, caplog) -> None:
+    fake = harness.fake
+    caplog.set_level("DEBUG")
+    async with harness.running() as bot:
+        await harness.outpaint()
+        await harness.result()
+        (job,) = await bot.queue.list_jobs()
+    assert fake.token not in caplog.text
+    assert fake.token not in repr(job.to_dict())
