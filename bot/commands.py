@@ -15,7 +15,6 @@ from bot import messages
 from bot.errors import UserError
 from bot.interactions import report_error, start_job
 from bot.jobs import ACTIVE, Options, Requester, Source
-from bot.settings import TIMES_CEILING
 from outpaint_engine.job import Direction, Job
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def register(bot: "OutpaintBot") -> None:
         interaction: discord.Interaction,
         image: discord.Attachment,
         direction: app_commands.Choice[str],
-        times: app_commands.Range[int, 1, min(settings.max_times, TIMES_CEILING)],
+        times: app_commands.Range[int, 1, settings.max_times],
         prompt: app_commands.Range[str, 1, max_prompt] | None = None,
         negative_prompt: app_commands.Range[str, 1, max_prompt] | None = None,
         expand: app_commands.Range[int, 8, 2048] | None = None,

@@ -16,6 +16,7 @@ from PIL import Image
 
 from bot.app import OutpaintBot
 from bot.settings import BotSettings
+from outpaint_engine.queue import JobQueue, open_queue
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.settings import EngineSettings, QueueSettings
 from tests.fakediscord import (
@@ -82,9 +83,10 @@ def job_id_of(message: StoredMessage) -> str:
 class Harness:
     """Builds bots on one data dir and one fake Discord; a "restart" is simply a second bot."""
 
-    def __init__(self, fake: FakeDiscord, data_dir: Path) -> None:
+    def __init__(self, fake: FakeDiscord, data_dir: Path, queue: str = "embedded") -> None:
         self.fake = fake
         self.data_dir = data_dir
+        self.queue = queue  # "embedded" (its worker runs ``engine``) or a Redis URL (no worker)
         self.engine = FastEngineDouble()
         self.engine_settings = EngineSettings(_env_file=None, window=WINDOW, steps=2)
 
@@ -93,11 +95,11 @@ class Harness:
         return BotSettings(_env_file=None, **values)
 
     def bot(self, *, sync: bool = True, **overrides: Any) -> OutpaintBot:
-        queue = EmbeddedQueue(
-            QueueSettings(_env_file=None, data_dir=self.data_dir),
-            engine_factory=lambda: self.engine,
-            poll_s=0.05,
-        )
+        settings = QueueSettings(_env_file=None, queue=self.queue, data_dir=self.data_dir, heartbeat_s=0.2)
+        if self.queue == "embedded":
+            queue: JobQueue = EmbeddedQueue(settings, engine_factory=lambda: self.engine, poll_s=0.05)
+        else:
+            queue = open_queue(settings)  # as `outpaint-bot` opens it: no engine in the bot
         return OutpaintBot(
             self.settings(**overrides),
             queue,
