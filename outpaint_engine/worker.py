@@ -57,7 +57,7 @@ class Worker:
         self.idle_wait_s = idle_wait_s
         self._engine: Engine | None = None
         self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # stop() may run in a signal handler on the serving thread
         self._current: Claim | None = None
 
     def engine(self) -> Engine:
@@ -224,16 +224,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from outpaint_engine.queue.redis import RedisWorkerSide, describe_url
 
-    side = RedisWorkerSide(settings, name=args.name)
     try:
+        side = RedisWorkerSide(settings, name=args.name)
         side.check()
     except Exception as error:
         print(
             f"outpaint-worker: cannot reach Redis at {describe_url(settings.queue)}: {error}", file=sys.stderr
         )
         return 1
-    worker = Worker(side, _engine_factory(args.engine, args.device), idle_wait_s=side.idle_wait_s)
     try:
+        worker = Worker(side, _engine_factory(args.engine, args.device), idle_wait_s=side.idle_wait_s)
         worker.engine()
     except Exception as error:
         log.debug("engine load failed", exc_info=True)

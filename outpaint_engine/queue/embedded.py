@@ -100,9 +100,9 @@ def _valid(job_id: str) -> bool:
 class EmbeddedQueue(JobQueue):
     """SQLite-journaled queue with an in-process worker thread.
 
-    ``engine_factory`` (called once, in the worker thread) makes the engine; without it the queue
-    runs no worker (operator use). ``poll_s`` bounds how late a change written by another process
-    (the operator command) is noticed.
+    ``engine_factory`` makes the engine, in the worker thread, when the first job comes (again on
+    the next job if it failed); without it the queue runs no worker (operator use). ``poll_s``
+    bounds how late a change written by another process (the operator command) is noticed.
     """
 
     def __init__(
@@ -117,7 +117,7 @@ class EmbeddedQueue(JobQueue):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._tick = asyncio.Event()
-        self._wake = threading.Event()
+        self.work_ready = threading.Event()  # set when a job may have become claimable
         self._tokens: dict[str, Claim] = {}
         self._timings: deque[float] = deque(maxlen=fair.RECENT_STEPS)
         self._timings_lock = threading.Lock()
@@ -144,7 +144,7 @@ class EmbeddedQueue(JobQueue):
     async def close(self) -> None:
         if self._worker is not None and self._thread is not None:
             self._worker.stop()
-            self._wake.set()
+            self.work_ready.set()
             await asyncio.to_thread(self._thread.join, JOIN_TIMEOUT_S)
             if self._thread.is_alive():
                 log.warning("the worker thread did not stop within %.0f s", JOIN_TIMEOUT_S)
@@ -162,7 +162,7 @@ class EmbeddedQueue(JobQueue):
                 log.info("job %s was interrupted after %d steps; it will resume", job_id, row.job.steps_done)
                 row.job.state, row.owner = JobState.QUEUED, None
                 await self._save(db, row)
-        self._wake.set()
+        self.work_ready.set()
 
     # --- journal helpers -------------------------------------------------------------------------
 
@@ -319,7 +319,7 @@ class EmbeddedQueue(JobQueue):
                 ),
             )
             await self._announce(db, _Row(job, round_, seq, None, False))
-        self._wake.set()
+        self.work_ready.set()
         return job
 
     async def get(self, job_id: str) -> Job | None:
@@ -437,7 +437,7 @@ class EmbeddedQueue(JobQueue):
             row.owner, row.cancel_requested = None, False
             await self._save(db, row)
             await self._announce(db, row)
-        self._wake.set()
+        self.work_ready.set()
         return job
 
     async def purge(self, *, older_than_s: float) -> int:
@@ -530,7 +530,7 @@ class EmbeddedQueue(JobQueue):
             if refund:
                 row.job.attempts -= 1
             await self._save(db, row)
-        self._wake.set()
+        self.work_ready.set()
 
     def forget(self, claim: Claim) -> None:
         self._tokens.pop(claim.job.id, None)
@@ -543,9 +543,6 @@ class EmbeddedQueue(JobQueue):
         with self._timings_lock:
             return fair.moving_average(self._timings)
 
-    def wait_for_work(self, wait_s: float) -> None:
-        self._wake.wait(wait_s)
-
 
 class _EmbeddedSide(WorkerSide):
     """The worker thread's view of an :class:`EmbeddedQueue`."""
@@ -555,10 +552,10 @@ class _EmbeddedSide(WorkerSide):
         self.max_deliveries = queue.settings.max_deliveries
 
     def claim(self, wait_s: float) -> Claim | None:
-        self.q._wake.clear()
+        self.q.work_ready.clear()
         claim = self.q.call(self.q.claim_next(uuid.uuid4().hex))
         if claim is None:
-            self.q.wait_for_work(wait_s)
+            self.q.work_ready.wait(wait_s)
         return claim
 
     def end(self, claim: Claim) -> None:

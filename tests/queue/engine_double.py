@@ -125,6 +125,11 @@ class Pause:
 # --- worker subprocesses ---------------------------------------------------------------------------
 
 
+def broken() -> FastEngineDouble:
+    """An engine factory that fails the way a missing GPU or model does."""
+    raise RuntimeError("no CUDA device here")
+
+
 def from_env() -> FastEngineDouble:
     """The double for ``outpaint-worker --engine engine_double:from_env``, set up by the environment:
 

@@ -7,8 +7,10 @@ every expansion step was computed exactly once across all the workers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +18,16 @@ from pathlib import Path
 
 import pytest
 from engine_double import FastEngineDouble, expected_canvases
-from queue_helpers import SOURCE, SOURCE_PNG, RedisServer, collect, eventually, make_job, queue_settings
+from queue_helpers import (
+    SOURCE,
+    SOURCE_PNG,
+    WAIT_S,
+    RedisServer,
+    collect,
+    eventually,
+    make_job,
+    queue_settings,
+)
 
 from outpaint_engine.imageio import decode_png
 from outpaint_engine.job import Done, Event, Expanded, Failed, JobState, Progress, Started
@@ -137,6 +148,29 @@ async def test_a_killed_worker_s_job_is_finished_by_another_from_its_checkpoint(
         print(
             f"\n[queue] recovery after a worker kill: {recovery_s:.2f} s (reclaim_after_s=1, heartbeat 0.2 s)"
         )
+
+
+async def test_a_stopped_worker_hands_its_job_back(
+    redis_server: RedisServer, processes: Processes, tmp_path: Path
+) -> None:
+    leaving = processes.worker(redis_server.url, "leaving", gate=tmp_path / "never")
+    async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
+        job = make_job(6, times=2)
+        await queue.submit(job, SOURCE_PNG)
+        events = queue.events(job.id)
+        await first(events, lambda e: isinstance(e, Expanded))
+
+        leaving.send_signal(signal.SIGTERM)  # a deploy: stop after the current denoising step
+        assert await asyncio.to_thread(leaving.wait, WAIT_S) == 0
+        handed_back = await queue.get(job.id)
+        assert handed_back is not None
+        assert (handed_back.state, handed_back.steps_done, handed_back.attempts) == (JobState.QUEUED, 1, 0)
+        assert await queue.position(job.id) == 1
+
+        staying = processes.worker(redis_server.url, "staying")
+        await events.aclose()
+        assert_complete_once(await collect(queue, job.id), total=3)
+        assert processes.steps_by_pid(6) == [(leaving.pid, 0), (staying.pid, 1), (staying.pid, 2)]
 
 
 async def test_redis_killed_and_restarted_mid_job(
