@@ -30,7 +30,7 @@ from outpaint_engine.api import Checkpoint, Engine, StepProgress
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import JobCancelledError, Progress
 from outpaint_engine.plan import PlanError
-from outpaint_engine.queue.base import Claim, LostClaim, WorkerSide
+from outpaint_engine.queue.base import Claim, LostClaim, QueueError, WorkerSide
 from outpaint_engine.settings import QueueSettings
 
 log = logging.getLogger("outpaint.worker")
@@ -93,6 +93,8 @@ class Worker:
                     claim.cancel.cancel()
             try:
                 self.run(claim)
+            except Exception:  # the queue itself failed us: the delivery is retried or reclaimed
+                log.exception("job %s: could not record its outcome", claim.job.id)
             finally:
                 with self._lock:
                     self._current = None
@@ -226,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         side = RedisWorkerSide(settings, name=args.name)
+    except QueueError as error:
+        print(f"outpaint-worker: {error}", file=sys.stderr)
+        return 2
+    try:
         side.check()
     except Exception as error:
         print(

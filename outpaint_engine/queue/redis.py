@@ -14,7 +14,8 @@
   ``dead`` stream says why.
 - **Events** go on a stream per job whose entry ids are ``0-<seq>``, so the bot re-reads them from
   any sequence number after its own restart. **Images** (source, checkpoints) are Redis strings
-  with a TTL of ``result_ttl_s``. **Cancel** sets a flag the worker reads with every progress
+  with a TTL of ``result_ttl_s`` (shortened to :data:`INTERMEDIATE_TTL_S` for the checkpoints a
+  finished job no longer needs). **Cancel** sets a flag the worker reads with every progress
   report (each denoising step) and heartbeat.
 
 Redis must persist (``appendonly yes``) for jobs to survive a Redis restart. Standalone Redis
@@ -60,6 +61,9 @@ PREFIX = "outpaint:"
 GROUP = "workers"
 ACTIVE = frozenset({JobState.QUEUED, JobState.RUNNING})
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+INTERMEDIATE_TTL_S = 3600
+"""Once a job is done, the checkpoints before its last two expire after at most this long: the bot
+shows them while the job runs; continuing or redoing a result needs only the last two."""
 FOLLOW_BLOCK_MS = 5000
 """How long one blocking read of a job's events waits before checking the job still exists."""
 
@@ -340,6 +344,9 @@ class RedisQueue(JobQueue):
                 await self.r.zrem(_key("jobs"), job.id)
                 purged += 1
             await self.r.xtrim(_key("dead"), minid=f"{int(cutoff * 1000)}-0")
+            for consumer in await self.r.xinfo_consumers(_key("work"), GROUP):
+                if consumer["pending"] == 0 and consumer["idle"] > older_than_s * 1000:
+                    await self.r.xgroup_delconsumer(_key("work"), GROUP, consumer["name"])
         return purged
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
@@ -353,6 +360,11 @@ class RedisWorkerSide(WorkerSide):
     """A worker process's side of the Redis queue (blocking client, heartbeat thread)."""
 
     def __init__(self, settings: QueueSettings, *, name: str | None = None) -> None:
+        if settings.reclaim_after_s < 2 * settings.heartbeat_s:
+            raise QueueError(
+                "OUTPAINT_RECLAIM_AFTER_S must be at least twice OUTPAINT_HEARTBEAT_S, or live jobs would "
+                f"be taken from their workers (got {settings.reclaim_after_s} and {settings.heartbeat_s})."
+            )
         self.settings = settings
         self.max_deliveries = settings.max_deliveries
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -478,7 +490,9 @@ class RedisWorkerSide(WorkerSide):
         self._write(claim, "storing a checkpoint", "checkpoint", step, png, ttl, _event_json(event))
 
     def _finish(self, claim: Claim, state: JobState, event: Event, error: str = "", dead: str = "") -> None:
-        self._write(claim, "finishing a job", "finish", str(state), _event_json(event), error, dead)
+        short_lived = max(0, claim.job.total_steps - 2) if state is JobState.DONE else 0
+        args = (str(state), _event_json(event), error, dead, short_lived, INTERMEDIATE_TTL_S)
+        self._write(claim, "finishing a job", "finish", *args)
 
     def done(self, claim: Claim, step: int, width: int, height: int) -> None:
         self._finish(claim, JobState.DONE, Done(claim.job.id, step, width, height))

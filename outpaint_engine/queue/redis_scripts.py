@@ -152,6 +152,7 @@ return announce(id, ARGV[9], ARGV[10])
 CLAIM = r"""
 local consumer, token, max = ARGV[2], ARGV[3], tonumber(ARGV[5])
 redis.call('ZADD', P .. 'workers', now(), consumer)
+redis.call('ZREMRANGEBYSCORE', P .. 'workers', '-inf', tonumber(now()) - 86400)
 
 local function take(id, entry)
   local j = jkey(id)
@@ -250,12 +251,18 @@ end
 return cancel_flag(id)
 """
 
-# ARGV: P, id, token, state, event json, error, dead-letter detail ('' = none) -> 0 lost, 1 ok
+# ARGV: P, id, token, state, event json, error, dead-letter detail ('' = none),
+#       steps whose checkpoints now only need a short TTL, that TTL -> 0 lost, 1 ok
 FINISH = r"""
 local id, token = ARGV[2], ARGV[3]
 if not owns(id, token) then return 0 end
 finish(id, ARGV[4], ARGV[6])
 publish(id, ARGV[5])
+for step = 0, tonumber(ARGV[8]) - 1 do
+  local key = P .. 'img:' .. id .. ':' .. step
+  local ttl = redis.call('TTL', key)
+  if ttl > tonumber(ARGV[9]) then redis.call('EXPIRE', key, ARGV[9]) end
+end
 if ARGV[7] ~= '' then
   redis.call('XADD', P .. 'dead', '*', 'job', id, 'attempts', redis.call('HGET', jkey(id), 'attempts'),
     'reason', ARGV[7])

@@ -113,7 +113,7 @@ def queue_settings(queue: str, data_dir: Path, **overrides: object) -> QueueSett
         "heartbeat_s": 0.2,
         "reclaim_after_s": 1.0,
         "max_deliveries": 3,
-        "result_ttl_s": 3600,
+        "result_ttl_s": 86400,
         **overrides,
     }
     return QueueSettings(_env_file=None, **values)

@@ -140,9 +140,16 @@ def test_urls_are_shown_without_their_password() -> None:
     assert describe_url("redis://redis:6379/0") == "redis://redis:6379/0"
 
 
-def test_the_worker_needs_redis(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_worker_needs_redis_and_sane_timeouts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert worker.main(["--queue", "embedded"]) == 2
     assert "outpaint-worker needs a Redis queue" in capsys.readouterr().err
+    monkeypatch.setenv("OUTPAINT_HEARTBEAT_S", "5")
+    monkeypatch.setenv("OUTPAINT_RECLAIM_AFTER_S", "6")
+    assert worker.main(["--queue", "redis://127.0.0.1:1/0"]) == 2
+    assert "OUTPAINT_RECLAIM_AFTER_S must be at least twice OUTPAINT_HEARTBEAT_S" in capsys.readouterr().err
+    monkeypatch.undo()
     assert worker.main(["--queue", f"redis://:pw@127.0.0.1:{free_port()}/0"]) == 1
     err = capsys.readouterr().err
     assert (

@@ -24,6 +24,7 @@ from outpaint_engine.job import (
 )
 from outpaint_engine.plan import PlanError
 from outpaint_engine.queue.base import QueueError
+from outpaint_engine.queue.redis import INTERMEDIATE_TTL_S
 from outpaint_engine.worker import FAILED_POLITELY
 
 
@@ -69,6 +70,9 @@ async def test_job_runs_to_done_with_checkpoints_and_ordered_events(harness: Har
     assert (final.state, final.steps_done, final.total_steps, final.attempts) == (JobState.DONE, 3, 3, 1)
     assert final.started_at is not None and final.finished_at is not None
     assert await harness.queue.position(job.id) is None
+    if harness.kind == "redis":  # only the last two checkpoints keep the full TTL
+        ttls = [await harness.queue.r.ttl(f"outpaint:img:{job.id}:{step}") for step in range(3)]
+        assert ttls[0] <= INTERMEDIATE_TTL_S < ttls[1] and ttls[2] > INTERMEDIATE_TTL_S
 
 
 async def test_events_replay_from_any_sequence_number(harness: Harness) -> None:
@@ -328,7 +332,12 @@ async def test_purge_forgets_old_finished_jobs_only(harness: Harness) -> None:
     await reached(pause)
 
     assert await harness.queue.purge(older_than_s=3600) == 0
+    if harness.kind == "redis":  # a worker long gone left its name in the consumer group
+        await harness.queue.r.xgroup_createconsumer("outpaint:work", "workers", "ghost")
     assert await harness.queue.purge(older_than_s=0) == 1
+    if harness.kind == "redis":
+        consumers = await harness.queue.r.xinfo_consumers("outpaint:work", "workers")
+        assert [c["name"] for c in consumers] == [b"test-worker"]  # it holds a job: kept
 
     assert await harness.queue.get(finished.id) is None
     assert await harness.queue.get_canvas(finished.id, 0) is None
