@@ -26,6 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from pydantic import ValidationError
+
 from outpaint_engine.api import Checkpoint, Engine, StepProgress
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import JobCancelledError, Progress
@@ -213,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    settings = QueueSettings()
+    try:
+        settings = QueueSettings()
+    except ValidationError as error:
+        print(f"outpaint-worker: bad OUTPAINT_* setting: {error.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     if args.queue:
         settings = settings.model_copy(update={"queue": args.queue})
     if not settings.queue.startswith(("redis://", "rediss://", "unix://")):

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from outpaint_engine.job import Job, JobState
 from outpaint_engine.queue import open_queue
 from outpaint_engine.queue.base import JobQueue, QueueError
@@ -128,7 +130,11 @@ async def _run(args: argparse.Namespace, settings: QueueSettings) -> str:
 def main(argv: list[str]) -> int:
     """Run ``outpaint queue ARGV``; returns the exit status."""
     args = _parser().parse_args(argv)
-    settings = QueueSettings()
+    try:
+        settings = QueueSettings()
+    except ValidationError as error:
+        print(f"outpaint queue: bad OUTPAINT_* setting: {error.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     overrides = {k: v for k, v in (("queue", args.queue), ("data_dir", args.data_dir)) if v is not None}
     settings = settings.model_copy(update=overrides)
     try:

@@ -461,7 +461,7 @@ class RedisWorkerSide(WorkerSide):
     def end(self, claim: Claim) -> None:
         beat, stop = self._beats.pop(claim.token)
         stop.set()
-        beat.join()
+        beat.join(self.settings.heartbeat_s)  # one stuck in an outage is harmless: its claim is over
 
     # --- running ---------------------------------------------------------------------------------
 

@@ -149,6 +149,12 @@ def test_the_worker_needs_redis_and_sane_timeouts(
     monkeypatch.setenv("OUTPAINT_RECLAIM_AFTER_S", "6")
     assert worker.main(["--queue", "redis://127.0.0.1:1/0"]) == 2
     assert "OUTPAINT_RECLAIM_AFTER_S must be at least twice OUTPAINT_HEARTBEAT_S" in capsys.readouterr().err
+    monkeypatch.setenv("OUTPAINT_HEARTBEAT_S", "often")
+    assert worker.main([]) == 2
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == ["outpaint-worker", "outpaint queue"]
+    assert all("bad OUTPAINT_* setting" in line for line in err)
     monkeypatch.undo()
     assert worker.main(["--queue", f"redis://:pw@127.0.0.1:{free_port()}/0"]) == 1
     err = capsys.readouterr().err
