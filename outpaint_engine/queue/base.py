@@ -1,7 +1,7 @@
 """The job queue: the one seam between the bot and the GPU workers.
 
 Two backends implement :class:`JobQueue` and pass the same contract suite
-(``tests/queue/test_contract.py``): ``embedded`` (SQLite journal, worker thread in the bot
+(``tests/queue/test_queue_contract.py``): ``embedded`` (SQLite journal, worker thread in the bot
 process) and ``redis`` (Redis Streams, any number of ``outpaint-worker`` processes).
 
 Jobs may run more than once. Each finished expansion step is checkpointed under (job id, step)
@@ -75,8 +75,9 @@ class JobQueue(ABC):
         """Replay the job's events with sequence number > ``after``, then follow new ones.
 
         Sequence numbers start at 1 and increase. The iterator ends after a terminal event
-        (``Done``, ``Failed``, ``Cancelled``). A subscriber that restarts passes the last sequence
-        number it handled.
+        (``Done``, ``Failed``, ``Cancelled``), unless an operator's retry already followed it. A
+        subscriber that restarts passes the last sequence number it handled. Raises
+        :class:`QueueError` (on the first iteration) for an unknown job.
         """
 
     @abstractmethod
