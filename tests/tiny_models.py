@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -41,14 +43,137 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-TEXT_WIDTH = 32
-CROSS_ATTENTION = 2 * TEXT_WIDTH
-IMAGE_ENCODER_WIDTH = 32
-RESAMPLER_WIDTH = 64  # one head of 64: the loader infers heads as to_q rows ÷ 64
-RESAMPLER_DEPTH = 4  # the loader always builds four blocks
 IMAGE_TOKENS = 16  # tokens per image, as in the real IP-Adapter Plus
+RESAMPLER_DEPTH = 4  # the loader always builds four blocks
 IP_ADAPTER_WEIGHT = "sdxl_models/ip-adapter-plus_sdxl_vit-h.safetensors"
 IMAGE_ENCODER_FOLDER = "models/image_encoder"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The shapes of one model set: :data:`TINY` for the tests, :data:`SDXL` for GPU benchmarks."""
+
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text: tuple[dict[str, Any], dict[str, Any]]  # CLIPTextConfig fields of the two encoders
+    image_encoder: dict[str, Any]  # CLIPVisionConfig fields
+    resampler_width: int  # heads = width ÷ 64 (the loader infers heads that way)
+    vocab_size: int | None = None  # text embedding rows; None = the tokenizer's size
+
+    @property
+    def cross_attention(self) -> int:
+        return self.unet["cross_attention_dim"]
+
+
+_UNET_COMMON: dict[str, Any] = {
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+}
+_VAE_COMMON: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,  # four blocks: the real 8× latent scale
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "latent_channels": 4,
+    "scaling_factor": 0.13025,
+    "force_upcast": True,
+}
+
+TINY = Sizes(
+    unet={
+        **_UNET_COMMON,
+        "block_out_channels": (32, 64),
+        "sample_size": 8,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+        "attention_head_dim": (2, 4),
+        "transformer_layers_per_block": (1, 2),
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 6 * 8 + 32,  # six time ids + pooled width
+        "cross_attention_dim": 64,  # the two text encoders' widths, 32 + 32
+    },
+    vae={
+        **_VAE_COMMON,
+        "block_out_channels": (8, 8, 16, 16),
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 64,
+    },
+    text=tuple(  # type: ignore[arg-type]
+        {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "projection_dim": 32,
+            "hidden_act": "gelu",
+        }
+        for _ in range(2)
+    ),
+    image_encoder={
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "projection_dim": 32,
+    },
+    resampler_width=64,  # one head of 64
+)
+
+# The shapes of SDXL base 1.0 and IP-Adapter Plus SDXL ViT-H (random weights: nothing to download).
+SDXL = Sizes(
+    unet={
+        **_UNET_COMMON,
+        "block_out_channels": (320, 640, 1280),
+        "sample_size": 128,
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        "attention_head_dim": (5, 10, 20),
+        "transformer_layers_per_block": (1, 2, 10),
+        "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 6 * 256 + 1280,
+        "cross_attention_dim": 2048,
+    },
+    vae={
+        **_VAE_COMMON,
+        "block_out_channels": (128, 256, 512, 512),
+        "layers_per_block": 2,
+        "sample_size": 1024,
+    },
+    text=(
+        {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "projection_dim": 768,
+            "hidden_act": "quick_gelu",
+        },
+        {
+            "hidden_size": 1280,
+            "intermediate_size": 5120,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 20,
+            "projection_dim": 1280,
+            "hidden_act": "gelu",
+        },
+    ),
+    image_encoder={
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "projection_dim": 1024,
+        "hidden_act": "gelu",
+    },
+    resampler_width=1280,
+    vocab_size=49408,
+)
+
+IMAGE_ENCODER_WIDTH = TINY.image_encoder["hidden_size"]
 
 
 def _byte_alphabet() -> list[str]:
@@ -79,54 +204,22 @@ def build_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
-def _text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
+def _text_config(tokenizer: CLIPTokenizer, sizes: Sizes, index: int) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_WIDTH,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        projection_dim=TEXT_WIDTH,
+        **sizes.text[index],
+        vocab_size=sizes.vocab_size or len(tokenizer),
         max_position_embeddings=77,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        hidden_act="gelu",
     )
 
 
-def build_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+def build_pipeline(seed: int = 0, sizes: Sizes = TINY) -> StableDiffusionXLPipeline:
     """All SDXL components with random weights (deterministic under ``seed``)."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * 8 + TEXT_WIDTH,
-        cross_attention_dim=CROSS_ATTENTION,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.13025,
-        force_upcast=True,
-    )
+    unet = UNet2DConditionModel(**sizes.unet)
+    vae = AutoencoderKL(**sizes.vae)
     # The SDXL base scheduler config; the engine swaps in DPM++ 2M Karras from it.
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
@@ -136,8 +229,8 @@ def build_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         timestep_spacing="leading",
     )
     tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(_text_config(tokenizer))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer))
+    text_encoder = CLIPTextModel(_text_config(tokenizer, sizes, 0))
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, sizes, 1))
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -149,9 +242,12 @@ def build_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     )
 
 
-def save_sdxl(directory: Path, seed: int = 0) -> Path:
-    """Write a tiny SDXL model in the diffusers folder layout."""
-    build_pipeline(seed).save_pretrained(directory)
+def save_sdxl(directory: Path, seed: int = 0, sizes: Sizes = TINY, dtype: torch.dtype | None = None) -> Path:
+    """Write an SDXL model of random weights in the diffusers folder layout."""
+    pipeline = build_pipeline(seed, sizes)
+    if dtype is not None:
+        pipeline.to(dtype=dtype)
+    pipeline.save_pretrained(directory)
     return directory
 
 
@@ -171,53 +267,53 @@ def _cross_attention_widths(unet: UNet2DConditionModel) -> list[int]:
     return widths
 
 
-def _ip_adapter_state(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+def _ip_adapter_state(unet: UNet2DConditionModel, sizes: Sizes) -> dict[str, torch.Tensor]:
     """An IP-Adapter Plus state dict with the original (h94) key names."""
-    w = RESAMPLER_WIDTH
+    w, cross = sizes.resampler_width, sizes.cross_attention
     state: dict[str, torch.Tensor] = {
         "image_proj.latents": torch.randn(1, IMAGE_TOKENS, w) / w**0.5,
-        "image_proj.proj_in.weight": torch.randn(w, IMAGE_ENCODER_WIDTH) * 0.1,
+        "image_proj.proj_in.weight": torch.randn(w, sizes.image_encoder["hidden_size"]) * 0.1,
         "image_proj.proj_in.bias": torch.zeros(w),
-        "image_proj.proj_out.weight": torch.randn(CROSS_ATTENTION, w) * 0.1,
-        "image_proj.proj_out.bias": torch.zeros(CROSS_ATTENTION),
-        "image_proj.norm_out.weight": torch.ones(CROSS_ATTENTION),
-        "image_proj.norm_out.bias": torch.zeros(CROSS_ATTENTION),
+        "image_proj.proj_out.weight": torch.randn(cross, w) * 0.1,
+        "image_proj.proj_out.bias": torch.zeros(cross),
+        "image_proj.norm_out.weight": torch.ones(cross),
+        "image_proj.norm_out.bias": torch.zeros(cross),
     }
     for i in range(RESAMPLER_DEPTH):
         p = f"image_proj.layers.{i}"
         for norm in ("0.norm1", "0.norm2", "1.0"):
             state[f"{p}.{norm}.weight"] = torch.ones(w)
             state[f"{p}.{norm}.bias"] = torch.zeros(w)
-        state[f"{p}.0.to_q.weight"] = torch.randn(w, w) * 0.1
-        state[f"{p}.0.to_kv.weight"] = torch.randn(2 * w, w) * 0.1
-        state[f"{p}.0.to_out.weight"] = torch.randn(w, w) * 0.1
-        state[f"{p}.1.1.weight"] = torch.randn(4 * w, w) * 0.1
-        state[f"{p}.1.3.weight"] = torch.randn(w, 4 * w) * 0.1
+        state[f"{p}.0.to_q.weight"] = torch.randn(w, w) / w**0.5
+        state[f"{p}.0.to_kv.weight"] = torch.randn(2 * w, w) / w**0.5
+        state[f"{p}.0.to_out.weight"] = torch.randn(w, w) / w**0.5
+        state[f"{p}.1.1.weight"] = torch.randn(4 * w, w) / w**0.5
+        state[f"{p}.1.3.weight"] = torch.randn(w, 4 * w) / (4 * w) ** 0.5
     for n, width in enumerate(_cross_attention_widths(unet)):
         key = 2 * n + 1
-        state[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(width, CROSS_ATTENTION) * 0.1
-        state[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(width, CROSS_ATTENTION) * 0.1
+        state[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(width, cross) / cross**0.5
+        state[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(width, cross) / cross**0.5
     return state
 
 
-def save_ip_adapter(directory: Path, sdxl_dir: Path, seed: int = 0) -> Path:
-    """Write a tiny IP-Adapter Plus SDXL repo in the h94 layout, sized for the model in ``sdxl_dir``."""
+def save_ip_adapter(
+    directory: Path, sdxl_dir: Path, seed: int = 0, sizes: Sizes = TINY, dtype: torch.dtype | None = None
+) -> Path:
+    """Write an IP-Adapter Plus SDXL repo in the h94 layout, sized for the model in ``sdxl_dir``."""
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_pretrained(sdxl_dir, subfolder="unet")
+    with torch.device("meta"):  # only the layer names and widths are needed
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(sdxl_dir, subfolder="unet"))
+    state = _ip_adapter_state(unet, sizes)
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in state.items()}
     weight = directory / IP_ADAPTER_WEIGHT
     weight.parent.mkdir(parents=True, exist_ok=True)
-    save_file(_ip_adapter_state(unet), str(weight))
+    save_file(state, str(weight))
     encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=IMAGE_ENCODER_WIDTH,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=224,
-            patch_size=14,
-            projection_dim=IMAGE_ENCODER_WIDTH,
-        )
+        CLIPVisionConfig(**sizes.image_encoder, image_size=224, patch_size=14)
     )
+    if dtype is not None:
+        encoder.to(dtype)
     encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER)
     return directory
 
