@@ -1,5 +1,5 @@
-"""Fixtures of the queue tests: private ``redis-server`` processes and both backends behind one
-harness (see :mod:`queue_helpers`)."""
+"""Fixtures of the queue tests: private ``redis-server`` processes, the real tiny engine, and both
+backends behind one harness (see :mod:`queue_helpers`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # engine_double, queue_helpers: whatever the import mode
 
+from engine_double import FastEngineDouble, RecordingEngine
 from queue_helpers import REDIS_SERVER, Harness, RedisServer, queue_settings
+from real_engine import THREADS, HookedEngine
+
+from outpaint_engine.runner import Outpainter
 
 
 def require_redis() -> None:
@@ -41,8 +46,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-@pytest.fixture(params=["embedded", "redis"])
-async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+@pytest.fixture
+def engine(tiny_engine: Outpainter) -> Iterator[Outpainter]:
+    """The session's real tiny engine, on :data:`real_engine.THREADS` CPU thread during the test
+    (as in worker processes, so their pixels match a direct run here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield tiny_engine
+    torch.set_num_threads(before)
+
+
+async def open_harness(request: pytest.FixtureRequest, tmp_path: Path, engine: RecordingEngine) -> Harness:
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("shared_redis")
         with redis.Redis.from_url(server.url) as client:
@@ -50,7 +64,25 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         settings = queue_settings(server.url, tmp_path)
     else:
         settings = queue_settings("embedded", tmp_path)
-    h = Harness(request.param, settings)
+    h = Harness(request.param, settings, engine)
     await h.start()
+    return h
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def harness(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: Outpainter
+) -> AsyncIterator[Harness]:
+    """A backend whose worker runs the real tiny engine (a :class:`real_engine.HookedEngine`)."""
+    h = await open_harness(request, tmp_path, HookedEngine(engine))
+    yield h
+    await h.close()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def double_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A backend whose worker runs the :class:`engine_double.FastEngineDouble`: only for tests
+    about many jobs and their order, where the pixels do not matter."""
+    h = await open_harness(request, tmp_path, FastEngineDouble())
     yield h
     await h.close()

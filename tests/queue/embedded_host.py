@@ -1,7 +1,7 @@
 """A bot-like process for the embedded crash test: ``python embedded_host.py DATA_DIR``.
 
-It opens the embedded queue on ``DATA_DIR`` with the fast engine double (configured by the
-environment, see :func:`engine_double.from_env`) as its worker's engine and runs until killed.
+It opens the embedded queue on ``DATA_DIR`` with the real tiny engine (configured by the
+environment, see :func:`real_engine.from_env`) as its worker's engine and runs until killed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from engine_double import from_env
+from real_engine import from_env
 
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.settings import QueueSettings

@@ -1,13 +1,15 @@
-"""``FastEngineDouble``: a deterministic, fast engine double for the queue tests (not the real engine).
+"""``FastEngineDouble``: a deterministic, fast engine double (not the real engine), and the test
+hooks shared with the real-engine wrapper (:mod:`real_engine`).
 
-It plans with the real :func:`outpaint_engine.plan.plan_job`, grows the canvas by the planned
-steps, and fills each new strip with a pattern computed from ``(seed, step)`` instead of running
-diffusion, so an interrupted-and-resumed job gives exactly the pixels of an uninterrupted one.
-Before every denoising step it calls ``hook(spec, step, denoise, cancel)``: tests pause it there
-(on a ``threading.Event``) or make it fail. It never sleeps.
+The double is for the many-job tests (fair ordering, 2 workers × 20 jobs) and for jobs that only
+ever fail; everything else runs the real tiny-model engine. It plans with the real
+:func:`outpaint_engine.plan.plan_job`, grows the canvas by the planned steps, and fills each new
+strip with a pattern computed from ``(seed, step)`` instead of running diffusion. It calls its
+hook before every denoising step and never sleeps.
 
-Worker subprocesses load it with ``outpaint-worker --engine engine_double:from_env`` (a testing
-option), configured through the environment (see :func:`from_env`).
+Worker subprocesses load an engine with ``outpaint-worker --engine engine_double:from_env`` (or
+``real_engine:from_env``), a testing option, configured through the environment (see
+:func:`env_hook`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,43 @@ from outpaint_engine.job import CancelToken, JobSpec
 from outpaint_engine.plan import Plan, PlanStep, plan_job
 
 Hook = Callable[[JobSpec, int, int, CancelToken | None], None]
+"""``hook(spec, step, denoise, cancel)`` at each denoising step: tests pause or fail an engine there."""
+
+LOG_ENV = "OUTPAINT_TEST_ENGINE_LOG"
+GATE_ENV = "OUTPAINT_TEST_ENGINE_GATE"
+
+
+class RecordingEngine:
+    """What the test engines share: a ``hook`` and a record of what they did.
+
+    ``runs`` lists ``(seed, steps_done)`` for every run (``steps_done`` of the checkpoint it resumed
+    from); ``computed`` lists ``(seed, step)`` for every expansion step it finished. With
+    ``log_path``, each record is also appended to that file as a JSON line with the process id:
+    ``{"pid", "seed", "resume"}`` or ``{"pid", "seed", "step"}``.
+    """
+
+    def __init__(self, hook: Hook | None = None, *, log_path: str | None = None) -> None:
+        self.hook = hook
+        self.log_path = log_path
+        self.computed: list[tuple[int, int]] = []
+        self.runs: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def _ran(self, spec: JobSpec, resume: Checkpoint | None) -> None:
+        self._record(self.runs, "resume", spec.seed, resume.steps_done if resume else 0)
+
+    def _finished(self, spec: JobSpec, step: int) -> None:
+        self._record(self.computed, "step", spec.seed, step)
+
+    def _record(self, into: list[tuple[int, int]], key: str, seed: int, value: int) -> None:
+        with self._lock:
+            into.append((seed, value))
+        if self.log_path:  # one write of one line in append mode: whole lines across processes
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            try:
+                os.write(fd, (json.dumps({"pid": os.getpid(), "seed": seed, key: value}) + "\n").encode())
+            finally:
+                os.close(fd)
 
 
 def _prepare(source: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -51,18 +90,9 @@ def _grow(canvas: np.ndarray, step: PlanStep, seed: int) -> np.ndarray:
     return grown
 
 
-class FastEngineDouble:
-    """Implements :class:`outpaint_engine.api.Engine` with fake pixels (see the module docstring).
-
-    ``computed`` lists ``(seed, step)`` for every expansion step it finished; ``runs`` lists
-    ``(seed, steps_done)`` for every run (``steps_done`` of the checkpoint it resumed from).
-    """
-
-    def __init__(self, hook: Hook | None = None) -> None:
-        self.hook = hook
-        self.computed: list[tuple[int, int]] = []
-        self.runs: list[tuple[int, int]] = []
-        self._lock = threading.Lock()
+class FastEngineDouble(RecordingEngine):
+    """Implements :class:`outpaint_engine.api.Engine` with fake pixels (see the module docstring);
+    an interrupted-and-resumed job gives exactly the pixels of an uninterrupted one."""
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
         return plan_job(width, height, spec)
@@ -78,7 +108,7 @@ class FastEngineDouble:
     ) -> Iterator[StepResult]:
         plan = self.plan(source.shape[1], source.shape[0], spec)
         done = resume.steps_done if resume else 0
-        self._record(self.runs, (spec.seed, done))
+        self._ran(spec, resume)
         canvas = resume.canvas if resume else _prepare(source, plan.prepared_size)
         for step in plan.steps[done:]:
             for denoise in range(1, spec.steps + 1):
@@ -89,22 +119,13 @@ class FastEngineDouble:
                 if cancel is not None:
                     cancel.raise_if_cancelled()
             canvas = _grow(canvas, step, spec.seed)
-            self._record(self.computed, (spec.seed, step.index))
+            self._finished(spec, step.index)
             yield StepResult(step.index, plan.total_steps, canvas)
-
-    def _record(self, into: list[tuple[int, int]], item: tuple[int, int]) -> None:
-        with self._lock:
-            into.append(item)
-
-
-def expected_canvases(source: np.ndarray, spec: JobSpec) -> list[np.ndarray]:
-    """The canvases an uninterrupted run gives, one per step."""
-    return [r.canvas for r in FastEngineDouble().run(source, spec)]
 
 
 class Pause:
-    """A hook that stops the double before denoising step ``denoise`` of step ``step`` of the job
-    with ``seed``, once, until :attr:`go` is set or the job is cancelled (its token is set)."""
+    """A hook that stops an engine at denoising step ``denoise`` of step ``step`` of the job with
+    ``seed``, once, until :attr:`go` is set or the job is cancelled (its token is set)."""
 
     def __init__(self, seed: int, step: int = 0, denoise: int = 1) -> None:
         self.at: tuple[int, int, int] | None = (seed, step, denoise)
@@ -125,31 +146,17 @@ class Pause:
 # --- worker subprocesses ---------------------------------------------------------------------------
 
 
-def broken() -> FastEngineDouble:
-    """An engine factory that fails the way a missing GPU or model does."""
-    raise RuntimeError("no CUDA device here")
+def env_hook() -> Hook:
+    """The hook of an engine in a subprocess, set up by the environment:
 
+    - ``OUTPAINT_TEST_ENGINE_GATE=path:step``: at each denoising step of steps ≥ ``step``, wait
+      until ``path`` exists or the job is cancelled (tests hold a worker mid-job that way);
+    - a job whose prompt is ``crash`` kills its process at its first denoising step.
 
-def from_env() -> FastEngineDouble:
-    """The double for ``outpaint-worker --engine engine_double:from_env``, set up by the environment:
-
-    - ``OUTPAINT_TEST_ENGINE_LOG=path``: one JSON line per run (``{"pid", "seed", "resume"}``) and
-      per finished step (``{"pid", "seed", "step"}``), appended atomically;
-    - ``OUTPAINT_TEST_ENGINE_GATE=path:step``: before each denoising step of steps ≥ ``step``, wait
-      until ``path`` exists (tests hold a worker mid-job that way);
-    - a job whose prompt is ``crash`` kills its worker process at its first denoising step.
+    ``OUTPAINT_TEST_ENGINE_LOG=path`` names the engine's log (see :class:`RecordingEngine`).
     """
-    log_path = os.environ.get("OUTPAINT_TEST_ENGINE_LOG")
-    gate = os.environ.get("OUTPAINT_TEST_ENGINE_GATE")
+    gate = os.environ.get(GATE_ENV)
     gate_path, _, gate_step = gate.rpartition(":") if gate else ("", "", "0")
-
-    def write(record: dict[str, int]) -> None:
-        if log_path:
-            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            try:
-                os.write(fd, (json.dumps({"pid": os.getpid(), **record}) + "\n").encode())
-            finally:
-                os.close(fd)
 
     def hook(spec: JobSpec, step: int, denoise: int, cancel: CancelToken | None) -> None:
         if spec.prompt == "crash":
@@ -159,10 +166,14 @@ def from_env() -> FastEngineDouble:
             while not Path(gate_path).exists() and not (cancel is not None and cancel.cancelled):
                 release.wait(0.01)
 
-    class Logged(FastEngineDouble):
-        def _record(self, into: list[tuple[int, int]], item: tuple[int, int]) -> None:
-            super()._record(into, item)
-            key = "resume" if into is self.runs else "step"
-            write({"seed": item[0], key: item[1]})
+    return hook
 
-    return Logged(hook)
+
+def broken() -> FastEngineDouble:
+    """An engine factory that fails the way a missing GPU or model does."""
+    raise RuntimeError("no CUDA device here")
+
+
+def from_env() -> FastEngineDouble:
+    """The double for ``outpaint-worker --engine engine_double:from_env`` (see :func:`env_hook`)."""
+    return FastEngineDouble(env_hook(), log_path=os.environ.get(LOG_ENV))

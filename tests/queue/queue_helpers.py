@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import redis
-from engine_double import FastEngineDouble
+from engine_double import RecordingEngine
 
 from outpaint_engine.imageio import encode_png
 from outpaint_engine.job import Direction, Event, Job, JobSpec
@@ -31,6 +31,8 @@ from outpaint_engine.worker import Worker
 REDIS_SERVER = shutil.which("redis-server")
 WAIT_S = 30.0
 """Generous overall limit for waiting on a condition (never a timing assertion)."""
+START_S = 120.0
+"""The same for a new process that imports torch and loads an engine."""
 
 
 def wait_until(condition, what: str, timeout: float = WAIT_S) -> None:
@@ -132,15 +134,15 @@ SOURCE_PNG = encode_png(SOURCE)
 
 def make_job(seed: int, *, user: int = 1, guild: int | None = 10, times: int = 2, prompt: str = "") -> Job:
     """A job of 1 + ``times`` steps on :data:`SOURCE` (48×64 → square-up to 64, then 16 px per
-    step), two denoising steps each. The seed tells the jobs apart in the double's hook."""
+    step), two denoising steps each. The seed tells the jobs apart in the engines' hooks."""
     spec = JobSpec(Direction.RIGHT, times=times, expand_px=16, window=64, steps=2, seed=seed, prompt=prompt)
     return Job(id=f"job{seed:04d}", user_id=user, guild_id=guild, channel_id=5, spec=spec, source_sha256="x")
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``await condition()`` (state in other processes) until true, failing after ``WAIT_S``."""
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str, limit_s: float = WAIT_S) -> None:
+    """Poll ``await condition()`` (state in other processes) until true, failing after ``limit_s``."""
     try:
-        async with asyncio.timeout(WAIT_S):
+        async with asyncio.timeout(limit_s):
             while not await condition():  # noqa: ASYNC110 - the state lives in another process
                 await asyncio.sleep(0.02)
     except TimeoutError:
@@ -157,13 +159,13 @@ async def collect(queue: JobQueue, job_id: str, *, after: int = 0) -> list[tuple
 
 
 class Harness:
-    """A backend as the bot sees it, with one worker running the shared ``engine`` double:
-    embedded (worker thread inside the queue) or Redis (a worker thread beside the queue)."""
+    """A backend as the bot sees it, with one worker running ``engine``: embedded (worker thread
+    inside the queue) or Redis (a worker thread beside the queue)."""
 
-    def __init__(self, kind: str, settings: QueueSettings) -> None:
+    def __init__(self, kind: str, settings: QueueSettings, engine: RecordingEngine) -> None:
         self.kind = kind
         self.settings = settings
-        self.engine = FastEngineDouble()
+        self.engine = engine
         self.queue: JobQueue
         self._worker: Worker | None = None
         self._side: RedisWorkerSide | None = None
