@@ -166,6 +166,15 @@ def check_canvases(engine: Outpainter, source: np.ndarray, spec: JobSpec, canvas
     assert strip.std() > 1.0, "the new strip is flat (NaN decoded to black?)"
 
 
+PATHS = {  # name: (dtype, seed-style CPU work, OUTPAINT_COMPILE)
+    "seed-eager fp16": ("fp16", True, "off"),
+    "ours fp16": ("fp16", False, "off"),
+    "ours bf16": ("bf16", False, "off"),
+    "ours bf16 compiled": ("bf16", False, "default"),
+    "ours bf16 graphs": ("bf16", False, "reduce-overhead"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("/tmp/outpaint-bench-models"))
@@ -174,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--expand", type=int, default=256)
     parser.add_argument("--width", type=int, default=1536, help="source width (its height is the window)")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        choices=list(PATHS),
+        default=["seed-eager fp16", "ours fp16", "ours bf16"],
+        help="what to run; the first is the baseline",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each path")
     parser.add_argument("--json", type=Path, help="write all numbers here")
     args = parser.parse_args(argv)
@@ -189,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         Direction.RIGHT, args.expansions, args.expand, steps=args.steps, window=args.window, seed=7
     )
     warm = JobSpec(Direction.RIGHT, 1, args.expand, steps=3, window=args.window, seed=1)
-    paths = {  # name: (dtype, seed-style CPU work); the first is the baseline of the ratios
-        "seed-eager fp16": ("fp16", True),
-        "ours fp16": ("fp16", False),
-        "ours bf16": ("bf16", False),
-    }
+    paths = {name: PATHS[name] for name in args.paths}  # the first is the baseline of the ratios
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
@@ -202,13 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
     }
     engines = {}
-    for name, (dtype, seed_style) in paths.items():
+    for name, (dtype, seed_style, compile_mode) in paths.items():
         t0 = time.perf_counter()
-        engines[name] = Outpainter.load(model=str(sdxl), ip_adapter=str(ip), device="cuda", dtype=dtype)
+        engines[name] = Outpainter.load(
+            model=str(sdxl), ip_adapter=str(ip), device="cuda", dtype=dtype, compile=compile_mode
+        )
         results[name] = {"load_s": time.perf_counter() - t0, "step_s": [], "stages_s": defaultdict(float)}
-        run_path(engines[name], source, warm, seed_style=seed_style)  # warm-up: kernels, allocator
+        t0 = time.perf_counter()
+        run_path(engines[name], source, warm, seed_style=seed_style)  # warm-up: kernels, compiler
+        results[name]["warmup_s"] = time.perf_counter() - t0
+        print(f"{name}: load {results[name]['load_s']:.1f} s, warm-up {results[name]['warmup_s']:.1f} s")
     for _ in range(args.repeats):  # interleaved, so clocks and heat treat every path alike
-        for name, (_, seed_style) in paths.items():
+        for name, (_, seed_style, _) in paths.items():
             times, stages, canvases = run_path(engines[name], source, spec, seed_style=seed_style)
             check_canvases(engines[name], source, spec, canvases)
             results[name]["step_s"] += times
@@ -224,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print(f"\n{results['device']}, torch {results['torch']}, window {args.window}, {args.steps} steps")
-    print(f"{'s per expansion (mean)':24}" + "".join(f"{n:>18}" for n in paths))
+    print(f"{'s per expansion (mean)':24}" + "".join(f"{n:>20}" for n in paths))
     for stage in sorted({s for n in paths for s in results[n]["stages_s"]}):
-        print(f"{stage:24}" + "".join(f"{results[n]['stages_s'].get(stage, 0):>18.3f}" for n in paths))
-    print(f"{'median, whole step':24}" + "".join(f"{medians[n]:>18.3f}" for n in paths))
-    print(f"{'ratio vs seed-eager':24}" + "".join(f"{results[n]['ratio']:>17.2f}x" for n in paths))
+        print(f"{stage:24}" + "".join(f"{results[n]['stages_s'].get(stage, 0):>20.3f}" for n in paths))
+    print(f"{'median, whole step':24}" + "".join(f"{medians[n]:>20.3f}" for n in paths))
+    print(f"{'ratio vs seed-eager':24}" + "".join(f"{results[n]['ratio']:>19.2f}x" for n in paths))
     return 0
 
 

@@ -184,6 +184,7 @@ class Models:
     pipe: StableDiffusionXLImg2ImgPipeline
     ip_adapter: bool
     device: torch.device  # where the computation runs (the GPU even when weights are offloaded)
+    compiled: bool = False  # the UNet is compiled (OUTPAINT_COMPILE)
     _uncond_image: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -265,6 +266,23 @@ class Models:
         return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
+def _compile_unet(unet: torch.nn.Module, settings: EngineSettings, device: torch.device) -> bool:
+    """Compile the UNet in place (``OUTPAINT_COMPILE``); CUDA only, and not with offloading.
+
+    Every window has the same size, so one graph serves every job; the compiler runs on the first
+    denoising step (minutes) and keeps its artifacts in its on-disk cache for the next start.
+    """
+    if settings.compile == "off":
+        return
+    if device.type != "cuda" or settings.low_vram:
+        log.warning("OUTPAINT_COMPILE only applies to CUDA without low-VRAM mode; running eagerly")
+        return
+    log.info(
+        "the UNet is compiled (%s) on its first step: the first job waits a few minutes", settings.compile
+    )
+    unet.compile(mode=settings.compile, dynamic=False)
+
+
 def load_models(settings: EngineSettings, *, single_file_config: str | None = None) -> Models:
     """Load everything ``settings`` names, placed on its device (or offloaded in low-VRAM mode).
 
@@ -288,8 +306,9 @@ def load_models(settings: EngineSettings, *, single_file_config: str | None = No
         if settings.low_vram:
             log.warning("low-VRAM mode only applies to CUDA; running on %s as usual", device)
         pipe.to(device)
+    compiled = _compile_unet(pipe.unet, settings, device)
     pipe.set_progress_bar_config(disable=True)
-    models = Models(pipe, ip_adapter, pipe._execution_device)
+    models = Models(pipe, ip_adapter, pipe._execution_device, compiled)
     models.set_ip_adapter_scale(settings.ip_scale)
     return models
 

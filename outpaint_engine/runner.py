@@ -22,7 +22,7 @@ from outpaint_engine import canvas
 from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
 from outpaint_engine.captioner import Captioner
 from outpaint_engine.differential import Conditioning, DenoiseStep, StepCallback, denoise, latent_preview
-from outpaint_engine.job import CancelToken, JobSpec
+from outpaint_engine.job import CancelToken, Direction, JobSpec
 from outpaint_engine.models import Models, load_captioner, load_models
 from outpaint_engine.plan import Plan, PlanStep, plan_job
 from outpaint_engine.settings import EngineSettings
@@ -59,7 +59,25 @@ class Outpainter:
         if unknown:
             raise TypeError(f"unknown engine settings: {', '.join(sorted(unknown))}")
         settings = settings.model_copy(update=overrides)
-        return cls(load_models(settings), settings, load_captioner(settings))
+        engine = cls(load_models(settings), settings, load_captioner(settings))
+        if engine.models.compiled:
+            engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """Run one short job at the configured window size, so a compiled UNet is compiled (and its
+        CUDA graphs recorded) before the first real job rather than during it."""
+        s = self.settings
+        log.info("compiling the UNet (%s): this takes a few minutes on a first start", s.compile)
+        ramp = np.linspace(0, 255, s.window, dtype=np.float32).astype(np.uint8)
+        source = np.dstack([np.tile(ramp, (s.window, 1))] * 3)
+        spec = JobSpec(
+            Direction.RIGHT, 1, s.window // 4, steps=2, guidance=s.guidance, window=s.window,
+            ip_adapter_scale=s.ip_scale, continue_canvas=True,
+        )  # fmt: skip
+        for _ in range(2):  # the second run replays what the first compiled (and records graphs)
+            for _ in self.run(source, spec):
+                pass
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
         return plan_job(width, height, spec)

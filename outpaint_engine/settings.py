@@ -7,6 +7,7 @@ own settings (token, limits) live in :mod:`bot.settings`. ``.env.example`` lists
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,11 @@ class EngineSettings(BaseSettings):
     device: str = Field("auto", description="auto, cuda, cuda:N, mps or cpu.")
     dtype: str = Field("auto", description="auto, fp16, bf16 or fp32 (auto: bf16 on CUDA, fp32 on CPU).")
     low_vram: bool = Field(False, description="Model CPU offload: slower, fits small GPUs.")
+    compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off",
+        description="torch.compile the UNet on CUDA ('reduce-overhead' adds CUDA graphs): faster "
+        "steps, but the first job waits minutes for the compiler (cached on disk afterwards).",
+    )
     window: int = Field(1024, description="Generation window in px (a multiple of 64).")
     steps: int = 25
     guidance: float = 4.0

@@ -171,3 +171,16 @@ def test_single_file_that_is_not_an_sdxl_checkpoint(
     other.write_bytes(b"nothing")
     with pytest.raises(ModelLoadError, match=r"\.safetensors"):
         load_models(_settings(tiny_engine_settings, model=str(other), ip_adapter=""))
+
+
+def test_compile_is_off_by_default_and_skipped_off_cuda(
+    tiny_engine_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    assert EngineSettings().compile == "off"
+    eager = load_models(EngineSettings(**tiny_engine_settings))
+    assert eager.unet._compiled_call_impl is None
+    settings = EngineSettings(**{**tiny_engine_settings, "compile": "reduce-overhead"})
+    with caplog.at_level("WARNING"):
+        models = load_models(settings)
+    assert models.unet._compiled_call_impl is None  # the CPU runs eagerly
+    assert "only applies to CUDA" in caplog.text
