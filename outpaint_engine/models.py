@@ -269,18 +269,18 @@ class Models:
 def _compile_unet(unet: torch.nn.Module, settings: EngineSettings, device: torch.device) -> bool:
     """Compile the UNet in place (``OUTPAINT_COMPILE``); CUDA only, and not with offloading.
 
-    Every window has the same size, so one graph serves every job; the compiler runs on the first
-    denoising step (minutes) and keeps its artifacts in its on-disk cache for the next start.
+    Returns whether it did. Every window has the same size, so one graph serves every job; the
+    compiler runs on the first denoising step (minutes, which :meth:`Outpainter.warm_up
+    <outpaint_engine.runner.Outpainter.warm_up>` spends at load) and keeps its artifacts in its
+    on-disk cache for the next start.
     """
     if settings.compile == "off":
-        return
+        return False
     if device.type != "cuda" or settings.low_vram:
         log.warning("OUTPAINT_COMPILE only applies to CUDA without low-VRAM mode; running eagerly")
-        return
-    log.info(
-        "the UNet is compiled (%s) on its first step: the first job waits a few minutes", settings.compile
-    )
+        return False
     unet.compile(mode=settings.compile, dynamic=False)
+    return True
 
 
 def load_models(settings: EngineSettings, *, single_file_config: str | None = None) -> Models:

@@ -66,14 +66,17 @@ class Outpainter:
 
     def warm_up(self) -> None:
         """Run one short job at the configured window size, so a compiled UNet is compiled (and its
-        CUDA graphs recorded) before the first real job rather than during it."""
+        CUDA graphs recorded) before the first real job rather than during it.
+
+        The job has a prompt, so the captioner (never compiled) is not asked for one.
+        """
         s = self.settings
         log.info("compiling the UNet (%s): this takes a few minutes on a first start", s.compile)
         ramp = np.linspace(0, 255, s.window, dtype=np.float32).astype(np.uint8)
         source = np.dstack([np.tile(ramp, (s.window, 1))] * 3)
         spec = JobSpec(
-            Direction.RIGHT, 1, s.window // 4, steps=2, guidance=s.guidance, window=s.window,
-            ip_adapter_scale=s.ip_scale, continue_canvas=True,
+            Direction.RIGHT, 1, s.window // 4, prompt="warm-up", steps=2, guidance=s.guidance,
+            window=s.window, ip_adapter_scale=s.ip_scale, continue_canvas=True,
         )  # fmt: skip
         for _ in range(2):  # the second run replays what the first compiled (and records graphs)
             for _ in self.run(source, spec):

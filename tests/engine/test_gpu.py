@@ -70,6 +70,7 @@ def test_compiled_unet_follows_the_eager_result(tiny_engine_settings: dict[str, 
     eager = _load(tiny_engine_settings, dtype="fp32")
     compiled = _load(tiny_engine_settings, dtype="fp32", compile=mode)
     assert compiled.models.unet._compiled_call_impl is not None
+    assert compiled.models.compiled  # so load warmed it up
     want = list(eager.run(_photo(), spec))[-1].canvas.astype(np.float32)
     for _ in range(2):  # the second run replays what the first compiled (and, with graphs, recorded)
         got = list(compiled.run(_photo(), spec))[-1].canvas.astype(np.float32)

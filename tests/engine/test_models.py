@@ -12,7 +12,7 @@ from diffusers import DPMSolverMultistepScheduler
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from safetensors.torch import save_file
 
-from outpaint_engine.models import ModelLoadError, load_models, resolve_device, resolve_dtype
+from outpaint_engine.models import ModelLoadError, _compile_unet, load_models, resolve_device, resolve_dtype
 from outpaint_engine.settings import EngineSettings
 from tests.tiny_models import IMAGE_ENCODER_WIDTH, IMAGE_TOKENS
 
@@ -179,8 +179,38 @@ def test_compile_is_off_by_default_and_skipped_off_cuda(
     assert EngineSettings().compile == "off"
     eager = load_models(EngineSettings(**tiny_engine_settings))
     assert eager.unet._compiled_call_impl is None
+    assert eager.compiled is False
     settings = EngineSettings(**{**tiny_engine_settings, "compile": "reduce-overhead"})
     with caplog.at_level("WARNING"):
         models = load_models(settings)
     assert models.unet._compiled_call_impl is None  # the CPU runs eagerly
+    assert models.compiled is False
     assert "only applies to CUDA" in caplog.text
+
+
+class _RecordingModule(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.compiled_with: dict[str, Any] | None = None
+
+    def compile(self, **kwargs: Any) -> None:
+        self.compiled_with = kwargs
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "low_vram", "compiled"),
+    [
+        ("reduce-overhead", "cuda", False, True),
+        ("default", "cuda", False, True),
+        ("off", "cuda", False, False),
+        ("default", "cuda", True, False),
+        ("default", "mps", False, False),
+    ],
+)
+def test_compile_unet_reports_whether_it_compiled(
+    mode: str, device: str, low_vram: bool, compiled: bool
+) -> None:
+    unet = _RecordingModule()
+    settings = EngineSettings(compile=mode, low_vram=low_vram)
+    assert _compile_unet(unet, settings, torch.device(device)) is compiled
+    assert unet.compiled_with == ({"mode": mode, "dynamic": False} if compiled else None)

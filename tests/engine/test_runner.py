@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from outpaint_engine import canvas
+from outpaint_engine import canvas, runner
 from outpaint_engine.api import Checkpoint, StepProgress, StepResult
 from outpaint_engine.job import CancelToken, Direction, JobCancelledError, JobSpec
 from outpaint_engine.plan import PlanError, plan_job
@@ -200,3 +200,35 @@ def test_plan_errors_reach_the_caller(tiny_engine: Outpainter) -> None:
 def test_inference_mode_does_not_leak_between_steps(tiny_engine: Outpainter) -> None:
     for _ in tiny_engine.run(_photo(64, 64), SPEC):
         assert not torch.is_inference_mode_enabled()
+
+
+def test_load_warms_up_a_compiled_engine(
+    tiny_engine: Outpainter, tiny_engine_settings: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "load_models", lambda _settings: replace(tiny_engine.models, compiled=True))
+    warmed: list[Outpainter] = []
+    monkeypatch.setattr(Outpainter, "warm_up", lambda engine: warmed.append(engine))
+    engine = Outpainter.load(**tiny_engine_settings)
+    assert warmed == [engine]
+
+
+def test_warm_up_runs_the_unet_at_the_window_size_without_captioning(
+    tiny_engine: Outpainter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captioned: list[np.ndarray] = []
+
+    class Captioner:
+        def caption(self, image: np.ndarray) -> str:
+            captioned.append(image)
+            return "a ramp"
+
+    monkeypatch.setattr(tiny_engine, "captioner", Captioner())
+    shapes: list[tuple[int, ...]] = []
+    hook = tiny_engine.models.unet.register_forward_hook(lambda _m, args, _out: shapes.append(args[0].shape))
+    try:
+        tiny_engine.warm_up()
+    finally:
+        hook.remove()
+    latent = TINY_WINDOW // 8
+    assert shapes == [(2, 4, latent, latent)] * (2 * 2)  # two runs of two CFG steps, one window each
+    assert captioned == []
