@@ -84,12 +84,17 @@ class StatusMessage:
     """
 
     def __init__(
-        self, bot: OutpaintBot, record: DeliveryRecord, interaction: discord.Interaction | None
+        self,
+        bot: OutpaintBot,
+        record: DeliveryRecord,
+        guild_id: int | None,
+        interaction: discord.Interaction | None,
     ) -> None:
         self.bot = bot
         self.record = record
         self.interaction = interaction
-        self.channel = bot.get_partial_messageable(record.channel_id)
+        # With its guild, so the messages' jump URLs open in the server (not in "@me", the DMs).
+        self.channel = bot.get_partial_messageable(record.channel_id, guild_id=guild_id)
         self.last_edit = 0.0
 
     def _interaction_usable(self) -> bool:
@@ -222,7 +227,7 @@ class JobFollower:
             return
         await self._show_queued(position, await self.bot.queue.eta(self.job.id))
 
-    async def _show_queued(self, position: int, eta: float | None) -> None:
+    async def _show_queued(self, position: int | None, eta: float | None) -> None:
         self.position = position
         await self.edit_status(messages.queued(self.summary, position, eta), view=status_view(self.job.id))
 
@@ -244,9 +249,7 @@ class JobFollower:
     async def handle(self, event: Event) -> None:
         match event:
             case Queued(position=position, eta_s=eta):
-                await self.edit_status(
-                    messages.queued(self.summary, position, eta), view=status_view(self.job.id)
-                )
+                await self._show_queued(position, eta)
             case Started():
                 self.queued = False
                 await self.edit_status(messages.started(self.summary), view=status_view(self.job.id))
@@ -259,13 +262,19 @@ class JobFollower:
             case Done():
                 await self._deliver(event)
             case Failed(reason=reason):
-                await self.edit_status(messages.failed(reason), view=None)
+                await self.edit_status(messages.failed(self.summary, reason), view=None)
             case Cancelled():
-                await self.edit_status(messages.CANCELLED, view=None)
+                await self.edit_status(messages.cancelled(self.summary), view=None)
 
     async def _show_progress(self, event: Progress) -> None:
         content = messages.running(
-            self.summary, event.step, event.total_steps, event.denoise, event.denoise_total, event.eta_s
+            self.summary,
+            event.step,
+            event.total_steps,
+            self.job.spec.times,
+            event.denoise,
+            event.denoise_total,
+            event.eta_s,
         )
         attachments: list[Upload | discord.Attachment] | None = None
         if event.preview and self.bot.settings.previews:
@@ -280,7 +289,9 @@ class JobFollower:
         upload = await fit_upload(png, self.record.filesize_limit, f"canvas-{event.step + 1}")
         self.note = upload.note
         await self._wait_until_due()
-        content = messages.expanded(self.summary, event.step, event.total_steps, event.width, event.height)
+        content = messages.expanded(
+            self.summary, event.step, event.total_steps, self.job.spec.times, event.width, event.height
+        )
         await self.edit_status(content, attachments=[upload], view=status_view(self.job.id))
 
     async def _deliver(self, event: Done) -> None:
@@ -316,7 +327,7 @@ class Delivery:
     ) -> None:
         record = DeliveryRecord(job.id, channel_id, None, reply_to, filesize_limit)
         await self.bot.store.add_delivery(record)
-        self._start(job, StatusMessage(self.bot, record, interaction))
+        self._start(job, StatusMessage(self.bot, record, job.guild_id, interaction))
 
     async def resume(self) -> None:
         """After a restart: follow every job whose delivery did not finish, via channel messages."""
@@ -325,7 +336,7 @@ class Delivery:
             if job is None:
                 await self.bot.store.update_delivery(record.job_id, finished=True)
                 continue
-            self._start(job, StatusMessage(self.bot, record, None))
+            self._start(job, StatusMessage(self.bot, record, job.guild_id, None))
 
     def _start(self, job: Job, status: StatusMessage) -> None:
         if self._closed:  # shutting down: the journal keeps it for the next start

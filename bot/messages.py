@@ -139,18 +139,36 @@ def queued(summary: str, position: int | None, eta_s: float | None) -> str:
     return f"⏳ {summary}: {where}{eta}."
 
 
+def _expansion(step: int, total_steps: int, times: int) -> int | None:
+    """The expansion number (1 to ``times``) of plan step ``step``; None for the square-up step the
+    plan puts first when the picture is narrower than a window along its growing side."""
+    number = step - (total_steps - times) + 1
+    return number if number >= 1 else None
+
+
 def running(
-    summary: str, step: int, total_steps: int, denoise: int, denoise_total: int, eta_s: float | None
+    summary: str,
+    step: int,
+    total_steps: int,
+    times: int,
+    denoise: int,
+    denoise_total: int,
+    eta_s: float | None,
 ) -> str:
     bar_len = 10
     filled = round(bar_len * denoise / denoise_total) if denoise_total else 0
     bar = "▰" * filled + "▱" * (bar_len - filled)
     eta = f", done {relative_time(eta_s)}" if eta_s is not None else ""
-    return f"🎨 {summary}: expansion {step + 1}/{total_steps} {bar}{eta}"
+    number = _expansion(step, total_steps, times)
+    what = f"expansion {number}/{times}" if number else "squaring the picture up first"
+    return f"🎨 {summary}: {what} {bar}{eta}"
 
 
-def expanded(summary: str, step: int, total_steps: int, width: int, height: int) -> str:
-    return f"🎨 {summary}: expansion {step + 1}/{total_steps} done ({width}×{height})."
+def expanded(summary: str, step: int, total_steps: int, times: int, width: int, height: int) -> str:
+    number = _expansion(step, total_steps, times)
+    if number is None:
+        return f"🎨 {summary}: squared up to {width}×{height}; the expansions come next."
+    return f"🎨 {summary}: expansion {number}/{times} done ({width}×{height})."
 
 
 def started(summary: str) -> str:
@@ -161,11 +179,14 @@ def finished_status(jump_url: str | None) -> str:
     return f"✅ Done: {jump_url}" if jump_url else "✅ Done."
 
 
-def failed(reason: str) -> str:
-    return f"❌ That job failed: {reason or 'the worker gave no reason.'}"
+def failed(summary: str, reason: str) -> str:
+    return f"❌ {summary}: {reason or 'the job failed, and the worker gave no reason.'}"
 
 
-CANCELLED = "✖ Cancelled."
+def cancelled(summary: str) -> str:
+    return f"✖ {summary}: cancelled."
+
+
 CANCELLING = "✖ Cancelling…"
 
 
@@ -211,10 +232,11 @@ def help_text(
 `/outpaint image direction times` — attach an image, pick a side (left, right, up, down) and how \
 many times to extend it (1–{max_times}). Optional: `prompt` (what should appear), `negative_prompt` \
 (what should not), `expand` (pixels per step, default {default_expand}, at most {max_expand}), `seed` \
-(repeat a result exactly).
+(repeat a result exactly). A portrait grown sideways (or a landscape grown up or \
+down) is first squared up: one extra step.
 **Right-click a message → Apps → Outpaint** works on any message with an image.
 **Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔄 redoes the last expansion with a new \
-seed, ✖ cancels a job (only whoever started it).
+seed. ✖ under a job's progress message cancels it (only whoever started it).
 **Reply** to a result with e.g. `left 2` or `right 3 a misty forest` (keep the @mention on).
 `/queue` shows your jobs and when they should be ready.
 

@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from bot import messages
 from outpaint_engine.job import JobState
 from tests.bot.conftest import EXPAND, Harness, answer, ids_of, image_upload, job_id_of, reached
 from tests.fakediscord import StoredAttachment, StoredMessage
@@ -97,7 +98,7 @@ async def test_only_the_requester_can_cancel(harness: Harness) -> None:
 
         accepted = await answer(fake, await fake.click_button(status, cancel_id))
         assert accepted.flags & FLAG_EPHEMERAL and "Cancelling" in accepted.content
-        await fake.wait_for(lambda _: status.content.startswith("✖ Cancelled"))
+        await fake.wait_for(lambda _: status.content == messages.cancelled("➡ right ×2"))
         assert status.custom_ids == []
         job = await bot.queue.get(job_id)
         assert job is not None and job.state is JobState.CANCELLED

@@ -1,7 +1,8 @@
-"""How results reach Discord: token expiry, upload limits, previews."""
+"""How results reach Discord: token expiry, upload limits, previews, queue positions."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.bot.conftest import EXPAND, Harness, answer, image_upload, reached, size_of
@@ -72,3 +73,32 @@ async def test_a_waiting_job_sees_its_queue_position_move(harness: Harness) -> N
         await fake.wait_for(lambda _: "position 1" in carol.content)
         pause.go.set()
         await fake.wait_for(lambda _: carol.content.startswith("✅"))
+
+
+async def test_a_waiting_job_is_not_edited_while_its_position_stays(harness: Harness) -> None:
+    fake = harness.fake
+    pause = harness.engine.hook = Pause(seed=71)
+    async with harness.running(queue_refresh_s=0.01) as bot:
+        await harness.outpaint(seed=71)
+        await reached(pause)
+        interaction = await harness.outpaint(user=fake.bob)
+        bob = await answer(fake, interaction)
+        job_id = next(c for c in bob.custom_ids if c.startswith("outpaint:cancel:")).rsplit(":", 1)[1]
+
+        refreshed = asyncio.Event()
+        asked = 0
+        position = bot.queue.position
+
+        async def counting_position(asked_for: str) -> int | None:
+            nonlocal asked
+            if asked_for == job_id:
+                asked += 1
+                if asked == 2:  # the first refresh has finished (edit included)
+                    refreshed.set()
+            return await position(asked_for)
+
+        bot.queue.position = counting_position  # type: ignore[method-assign]
+        await asyncio.wait_for(refreshed.wait(), 30)
+        assert len(bob.versions) == 2  # "thinking…", then the queue position: once
+        assert bob.content.startswith("⏳ ➡ right ×1: position 1 in the queue")
+        pause.go.set()

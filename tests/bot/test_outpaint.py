@@ -51,9 +51,34 @@ async def test_slash_command_shows_each_expansion_then_the_result(harness: Harne
         assert any(f"outpaint:cancel:{job_id_of(result)}" in ids_of(v) for v in status.edits)
         final = await fake.wait_for(lambda f: status.content.startswith("✅") and status)
         assert final.attachments == [] and final.custom_ids == []
-        assert str(result.id) in final.content  # a link to the result
+        # A link to the result that opens in the server (a link without the guild is a DM link).
+        assert f"/channels/{fake.guild.id}/{fake.channel.id}/{result.id}" in final.content
         job = await bot.queue.get(job_id_of(result))
         assert job is not None and job.spec.seed == 7 and job.meta["origin"] == "slash"
+
+
+async def test_a_portrait_is_squared_up_before_the_expansions_it_asked_for(harness: Harness) -> None:
+    fake = harness.fake
+    async with harness.running(previews=True):
+        interaction = await harness.outpaint(image_upload(64, 96), direction="right", times=2)
+        result = await harness.result()
+
+        assert size_of(result.attachments[0]) == (64 + 2 * EXPAND, 64)  # 43×64, squared up, +2
+        status = fake.original_of(interaction)
+        assert status is not None
+        texts = [v.content for v in status.edits]
+        shown: dict[int, tuple[str, tuple[int, int]]] = {}  # each canvas with the text it came with
+        for version in status.edits:
+            for a in version.attachments:
+                if a.filename.startswith("canvas-") and a.id not in shown:
+                    shown[a.id] = (version.content, size_of(a))
+        assert list(shown.values()) == [
+            ("🎨 ➡ right ×2: squared up to 64×64; the expansions come next.", (64, 64)),
+            ("🎨 ➡ right ×2: expansion 1/2 done (80×64).", (64 + EXPAND, 64)),
+        ]
+        assert any(t.startswith("🎨 ➡ right ×2: squaring the picture up first ▰") for t in texts)
+        assert any(t.startswith("🎨 ➡ right ×2: expansion 2/2 ▰") for t in texts)
+        assert not [t for t in texts if "/3" in t]  # the user asked for 2 expansions, not 3
 
 
 async def test_every_bad_attachment_gets_its_own_message(harness: Harness) -> None:
@@ -132,6 +157,7 @@ async def test_an_engine_failure_is_reported_politely(harness: Harness) -> None:
         status = await fake.wait_for(
             lambda f: (m := f.original_of(interaction)) and m.content.startswith("❌") and m
         )
+        assert status.content.startswith("❌ ➡ right ×1: ")
         assert "something went wrong" in status.content and "CUDA" not in status.content
         assert status.custom_ids == []
         (job,) = await bot.queue.list_jobs()
