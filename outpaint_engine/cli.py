@@ -9,6 +9,7 @@ shown on a terminal only. ``outpaint queue ...`` runs the queue administration c
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import sys
 import warnings
@@ -82,7 +83,10 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
         help="torch.compile the UNet on CUDA (faster steps; the first run compiles for minutes)",
     )
     p.add_argument(
-        "--save-steps", type=Path, metavar="DIR", help="also write the canvas after every expansion"
+        "--save-steps",
+        type=Path,
+        metavar="DIR",
+        help="also write the canvas after every expansion, as DIR/step-01.png, step-02.png...",
     )
     p.add_argument(
         "--continue",
@@ -94,12 +98,29 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
 
 
 def _check_output(path: Path) -> None:
+    """Refuse an output path that could not be written, before any model is loaded."""
     from PIL import Image
 
-    if path.suffix.lower() not in Image.registered_extensions():
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
         raise CliError(f"cannot write {path}: unknown image format {path.suffix or '(no extension)'}")
+    try:  # some formats Pillow only reads (PSD), others take no RGB (XBM)
+        Image.new("RGB", (8, 8)).save(io.BytesIO(), fmt)
+    except Exception as exc:
+        raise CliError(f"cannot write {path}: saving an RGB image as {fmt} is not supported") from exc
+    if path.is_dir():
+        raise CliError(f"cannot write {path}: it is a folder")
     if not path.parent.is_dir():
         raise CliError(f"cannot write {path}: {path.parent} is not a folder")
+
+
+def _make_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise CliError(f"cannot write into {path}: it is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot make the folder {path}: {exc.strerror or exc}") from exc
 
 
 def _save(image: np.ndarray, path: Path) -> None:
@@ -127,8 +148,6 @@ def _read_source(path: Path) -> np.ndarray:
 def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     output = args.output or Path(f"{args.input.stem}-outpaint.png")
     _check_output(output)
-    if args.save_steps:
-        args.save_steps.mkdir(parents=True, exist_ok=True)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     spec = JobSpec(
         direction=Direction(args.direction),
@@ -145,6 +164,8 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     )
     source = _read_source(args.input)
     plan = plan_job(source.shape[1], source.shape[0], spec)
+    if args.save_steps:
+        _make_folder(args.save_steps)
 
     terminal = sys.stderr.isatty()
     _quiet_libraries(terminal)
@@ -167,10 +188,11 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     if args.seed is None:
         print(f"{PROG}: seed {seed}", file=sys.stderr)
     canvas = source
+    digits = max(2, len(str(plan.total_steps)))  # file names sort in step order
     for result in _with_progress(engine, source, spec, plan, terminal):
         canvas = result.canvas
         if args.save_steps:
-            _save(canvas, args.save_steps / f"step-{result.step + 1:02d}.png")
+            _save(canvas, args.save_steps / f"step-{result.step + 1:0{digits}d}.png")
     _save(canvas, output)
     print(f"{PROG}: wrote {output} ({canvas.shape[1]}×{canvas.shape[0]})", file=sys.stderr)
     return 0

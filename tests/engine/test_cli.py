@@ -152,6 +152,44 @@ def test_bad_options_fail_with_one_line(
     _assert_one_line_error(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["-o", "missing/out.png"], "missing is not a folder"),
+        (["-o", "out.psd"], "as PSD is not supported"),  # Pillow reads PSD but cannot write it
+        (["-o", "out.xbm"], "as XBM is not supported"),  # one-bit only
+        (["-o", "taken.png"], "it is a folder"),
+        (["--save-steps", "photo.png"], "photo.png: it is not a folder"),
+        (["--save-steps", "photo.png/steps"], "cannot make the folder"),
+    ],
+    ids=["output-folder-missing", "output-read-only-format", "output-not-rgb", "output-is-a-folder",
+         "save-steps-is-a-file", "save-steps-under-a-file"],
+)  # fmt: skip
+def test_unwritable_paths_fail_before_the_model_loads(
+    args: list[str],
+    reason: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write_photo(tmp_path / "photo.png", 96, 96)
+    (tmp_path / "taken.png").mkdir()
+    assert cli.main(["photo.png", *args, "--model", str(tmp_path / "no-model")]) == 1
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert reason in err  # not the missing model: the paths are checked first
+
+
+def test_a_folder_given_as_input_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert str(tmp_path) in err
+
+
 def test_a_model_missing_offline_fails_with_one_line(
     tmp_path: Path, tiny_ip_adapter_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
