@@ -39,7 +39,7 @@ def register(bot: "OutpaintBot") -> None:
         times=f"How many expansions (1–{settings.max_times}).",
         prompt="What should appear in the new area (optional).",
         negative_prompt="What should not appear (optional).",
-        expand="Pixels added per expansion (optional).",
+        expand=f"Pixels added per expansion: a multiple of 8, default {bot.jobs.default_expand} (optional).",
         seed="Repeat a result exactly with the same seed (optional).",
     )
     @app_commands.choices(direction=DIRECTION_CHOICES)
@@ -50,7 +50,7 @@ def register(bot: "OutpaintBot") -> None:
         times: app_commands.Range[int, 1, settings.max_times],
         prompt: app_commands.Range[str, 1, max_prompt] | None = None,
         negative_prompt: app_commands.Range[str, 1, max_prompt] | None = None,
-        expand: app_commands.Range[int, 8, 2048] | None = None,
+        expand: app_commands.Range[int, 8, bot.jobs.max_expand] | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
     ) -> None:
         bot.jobs.check_attachment(image)

@@ -103,7 +103,7 @@ def prompt_too_long(name: str, limit: int) -> str:
 def canvas_too_large(width: int, height: int, max_side: int, max_pixels: int) -> str:
     return (
         f"That would make a {width}×{height} image, larger than I can make (at most {max_side} px on a side "
-        f"and {max_pixels / 1e6:.0f} MP). Ask for fewer expansions or a smaller expand."
+        f"and {max_pixels:,} pixels in all). Ask for fewer expansions or a smaller expand."
     )
 
 

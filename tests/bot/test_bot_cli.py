@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.bot.conftest import Harness
+from tests.bot.conftest import WINDOW, Harness
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,6 +60,7 @@ async def test_commands_are_synced_only_when_asked(harness: Harness) -> None:
         assert fake.commands[None] == []  # a dev guild sync stays in that guild
         options = {o["name"]: o for o in commands["outpaint"]["options"]}
         assert options["times"]["max_value"] == 4 and options["times"]["required"]
+        assert (options["expand"]["min_value"], options["expand"]["max_value"]) == (8, WINDOW // 2)
         assert [c["value"] for c in options["direction"]["choices"]] == ["left", "right", "up", "down"]
         assert options["image"]["type"] == 11 and options["image"]["required"]
         assert commands["Outpaint"]["type"] == 3  # a message context menu

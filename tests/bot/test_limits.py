@@ -85,5 +85,5 @@ def test_canvas_cap_on_side_and_pixels() -> None:
     limits.check_canvas(4096, 1024)
     with pytest.raises(UserError, match="4352×1024"):
         limits.check_canvas(4352, 1024)
-    with pytest.raises(UserError, match="at most 4096 px"):
+    with pytest.raises(UserError, match="at most 4096 px on a side and 8,000,000 pixels in all"):
         limits.check_canvas(3000, 3000)
