@@ -72,28 +72,25 @@ def test_noised_originals_follow_the_scheduler_sigmas_one_level_per_step() -> No
     assert noise_share[-1] < 0.1
 
 
-def test_the_loop_pins_the_kept_area_to_each_steps_noised_original() -> None:
-    steps, seed = 4, 7
+def _inputs_and_levels(
+    change: torch.Tensor, steps: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the loop (no guidance) on random latents; pair each UNet input with its step's noised original."""
     x0 = torch.randn(1, 4, 8, 8)
-    change = torch.zeros(8, 8)
-    change[:, :4] = 1.0  # left half kept, right half free
     unet = RecordingUNet()
-    denoise(
-        unet,
-        _scheduler(),
-        x0,
-        change,
-        _cond(),
-        steps=steps,
-        guidance=1.0,
-        generator=torch.Generator("cpu").manual_seed(seed),
-    )
+    generator = torch.Generator("cpu").manual_seed(seed)
+    denoise(unet, _scheduler(), x0, change, _cond(), steps=steps, guidance=1.0, generator=generator)
     eps = _noise_of(seed, tuple(x0.shape))
     reference = _scheduler()
     reference.set_timesteps(steps)
     assert len(unet.inputs) == steps
-    for i, seen in enumerate(unet.inputs):
-        level = noised_original(x0, eps, reference.sigmas[i])
+    return [(seen, noised_original(x0, eps, reference.sigmas[i])) for i, seen in enumerate(unet.inputs)]
+
+
+def test_the_loop_pins_the_kept_area_to_each_steps_noised_original() -> None:
+    change = torch.zeros(8, 8)
+    change[:, :4] = 1.0  # left half kept, right half free
+    for i, (seen, level) in enumerate(_inputs_and_levels(change, steps=4, seed=7)):
         torch.testing.assert_close(seen[..., :4], level[..., :4])
         if i == 0:
             torch.testing.assert_close(seen, level)  # the whole window starts from noised[0]
@@ -102,26 +99,8 @@ def test_the_loop_pins_the_kept_area_to_each_steps_noised_original() -> None:
 
 
 def test_a_gray_map_is_pinned_for_its_share_of_the_steps() -> None:
-    steps, seed = 4, 3
-    x0 = torch.randn(1, 4, 8, 8)
-    unet = RecordingUNet()
-    denoise(
-        unet,
-        _scheduler(),
-        x0,
-        torch.full((8, 8), 0.5),
-        _cond(),
-        steps=steps,
-        guidance=1.0,
-        generator=torch.Generator("cpu").manual_seed(seed),
-    )
-    eps = _noise_of(seed, tuple(x0.shape))
-    reference = _scheduler()
-    reference.set_timesteps(steps)
-    pinned = [
-        torch.allclose(seen, noised_original(x0, eps, reference.sigmas[i]))
-        for i, seen in enumerate(unet.inputs)
-    ]
+    pairs = _inputs_and_levels(torch.full((8, 8), 0.5), steps=4, seed=3)
+    pinned = [torch.allclose(seen, level) for seen, level in pairs]
     assert pinned == [True, True, False, False]  # 0.5 > 0/4, 1/4 but not 2/4, 3/4
 
 
@@ -144,6 +123,30 @@ def test_guidance_runs_a_batch_of_two_and_checks_the_conditioning() -> None:
     assert [s.shape[0] for s in unet.inputs] == [2, 2]
     with pytest.raises(ValueError, match="batch"):
         denoise(unet, _scheduler(), x0, torch.ones(8, 8), _cond(1), steps=2, guidance=4.0, generator=gen)
+
+
+class ConstantUNet:
+    """Predicts a constant noise per batch item (a list of values, negative first under guidance)."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = values
+
+    def __call__(self, sample: torch.Tensor, t: torch.Tensor, **_: object) -> tuple[torch.Tensor]:
+        return (torch.stack([torch.full_like(sample[0], v) for v in self.values]),)
+
+
+def test_guidance_moves_from_the_negative_towards_the_prompt() -> None:
+    negative, prompt, guidance = 0.1, 0.3, 4.0
+    x0 = torch.randn(1, 4, 8, 8)
+    change = torch.linspace(0, 1, 8).expand(8, 8)
+
+    def run(unet: ConstantUNet, cond: Conditioning, scale: float) -> torch.Tensor:
+        gen = torch.Generator("cpu").manual_seed(5)
+        return denoise(unet, _scheduler(), x0, change, cond, steps=3, guidance=scale, generator=gen)
+
+    guided = run(ConstantUNet(negative, prompt), _cond(2), guidance)
+    combined = negative + guidance * (prompt - negative)
+    torch.testing.assert_close(guided, run(ConstantUNet(combined), _cond(1), 1.0))
 
 
 def test_a_raising_callback_stops_the_loop() -> None:
