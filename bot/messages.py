@@ -167,7 +167,8 @@ def running(
 def expanded(summary: str, step: int, total_steps: int, times: int, width: int, height: int) -> str:
     number = _expansion(step, total_steps, times)
     if number is None:
-        return f"🎨 {summary}: squared up to {width}×{height}; the expansions come next."
+        coming = "the expansion comes" if times == 1 else "the expansions come"
+        return f"🎨 {summary}: squared up to {width}×{height}; {coming} next."
     return f"🎨 {summary}: expansion {number}/{times} done ({width}×{height})."
 
 

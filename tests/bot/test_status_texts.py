@@ -1,0 +1,24 @@
+"""How the status message names the steps of a job."""
+
+from __future__ import annotations
+
+from bot import messages
+
+
+def test_the_square_up_step_is_not_counted_as_an_expansion() -> None:
+    # A plan of 3 steps for times=2: the square-up, then expansions 1/2 and 2/2.
+    assert messages.expanded("➡ right ×2", 0, 3, 2, 64, 64) == (
+        "🎨 ➡ right ×2: squared up to 64×64; the expansions come next."
+    )
+    assert messages.expanded("➡ right ×2", 1, 3, 2, 80, 64) == "🎨 ➡ right ×2: expansion 1/2 done (80×64)."
+    assert messages.running("➡ right ×2", 2, 3, 2, 1, 2, None) == "🎨 ➡ right ×2: expansion 2/2 ▰▰▰▰▰▱▱▱▱▱"
+    assert messages.running("➡ right ×2", 0, 3, 2, 2, 2, None).startswith(
+        "🎨 ➡ right ×2: squaring the picture up first ▰▰▰▰▰▰▰▰▰▰"
+    )
+
+
+def test_without_a_square_up_every_step_is_an_expansion() -> None:
+    assert messages.expanded("⬆ up ×1", 0, 1, 1, 64, 80) == "🎨 ⬆ up ×1: expansion 1/1 done (64×80)."
+    assert messages.expanded("⬆ up ×1", 0, 2, 1, 64, 64) == (
+        "🎨 ⬆ up ×1: squared up to 64×64; the expansion comes next."
+    )
