@@ -27,6 +27,7 @@ import discord
 from discord.utils import MISSING
 
 from bot import messages
+from bot.errors import user_message
 from bot.store import DeliveryRecord
 from bot.views import result_view, status_view
 from outpaint_engine import imageio
@@ -348,12 +349,12 @@ class Delivery:
     async def _run(self, follower: JobFollower) -> None:
         try:
             await follower.run()
-        except Exception:
+        except Exception as error:
             if self._closed:
                 return
-            log.exception("showing job %s failed", follower.job.id)
+            log.warning("showing job %s failed", follower.job.id)
             try:
-                await follower.edit_status(messages.INTERNAL, view=None)
+                await follower.edit_status(user_message(error), view=None)
             except Exception as error:
                 log.warning("could not tell the user about job %s either: %s", follower.job.id, error)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import discord
+
 from bot import messages
 from outpaint_engine.imageio import ImageInputError
 from outpaint_engine.plan import PlanError
@@ -24,5 +26,8 @@ def user_message(error: BaseException) -> str:
     if isinstance(error, QueueError):
         log.warning("queue error: %s", error)
         return messages.QUEUE_DOWN
+    if isinstance(error, discord.Forbidden):  # the channel's permissions, not a bug of ours
+        log.warning("Discord refused a request: %s", error)
+        return messages.MISSING_PERMISSIONS
     log.error("unexpected error", exc_info=error)
     return messages.INTERNAL

@@ -78,6 +78,10 @@ RESULT_GONE = "That result is no longer stored, so I can't continue it. Start ag
 JOB_GONE = "I can't find that job any more."
 QUEUE_DOWN = "The job queue is not reachable right now. Please try again in a minute."
 INTERNAL = "Something went wrong on my side. It has been logged; please try again."
+MISSING_PERMISSIONS = (
+    "I'm not allowed to post in this channel. A server admin can fix that by giving me View Channel, "
+    "Send Messages, Attach Files and Read Message History here."
+)
 REPLY_UNREADABLE = (
     "I couldn't read your reply. Keep the @mention on when replying (e.g. `left 2`), "
     "or use the buttons under the result."

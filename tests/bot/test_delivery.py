@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bot import messages
 from tests.bot.conftest import EXPAND, Harness, answer, image_upload, reached, size_of
 from tests.fakediscord import FakeDiscord
+from tests.fakediscord.models import ATTACH_FILES
 from tests.queue.engine_double import Pause
 
 
@@ -102,3 +104,15 @@ async def test_a_waiting_job_is_not_edited_while_its_position_stays(harness: Har
         assert len(bob.versions) == 2  # "thinking…", then the queue position: once
         assert bob.content.startswith("⏳ ➡ right ×1: position 1 in the queue")
         pause.go.set()
+
+
+async def test_a_channel_that_refuses_files_gets_a_clear_message(harness: Harness) -> None:
+    fake = harness.fake
+    fake.guild.everyone_permissions &= ~ATTACH_FILES  # the bot may talk here but not upload
+    async with harness.running():
+        interaction = await harness.outpaint(times=1)
+        status = await fake.wait_for(
+            lambda f: (m := f.original_of(interaction)) and m.content == messages.MISSING_PERMISSIONS and m
+        )
+        assert status.custom_ids == []
+        assert [r.status for r in fake.requests_to("POST", "/channels/")] == [403]  # the result
