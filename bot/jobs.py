@@ -26,7 +26,6 @@ from outpaint_engine.queue.base import JobQueue
 from outpaint_engine.settings import EngineSettings
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
 @dataclass(frozen=True)
@@ -126,12 +125,11 @@ class JobService:
             data = await attachment.read()
         except discord.HTTPException as error:
             raise UserError(messages.DOWNLOAD_FAILED) from error
-        imageio.probe_image(data, self.image_limits)  # header only: format, size, bombs
         png, (width, height) = await asyncio.to_thread(self._normalise, data)
         return Source(png, width, height, continue_canvas=False)
 
     def _normalise(self, data: bytes) -> tuple[bytes, tuple[int, int]]:
-        rgb = imageio.decode_image(data, self.image_limits)
+        rgb = imageio.decode_image(data, self.image_limits)  # checks the header before decoding
         return imageio.encode_png(rgb), (rgb.shape[1], rgb.shape[0])
 
     async def finished_job(self, job_id: str) -> Job:
@@ -194,13 +192,14 @@ class JobService:
         spec = self.build_spec(source, options)
         plan = plan_job(source.width, source.height, spec)
         self.limits.check_canvas(*plan.final_size)
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(source.png).hexdigest())  # MBs of PNG
         job = Job(
             id=new_job_id(),
             user_id=who.user_id,
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             spec=spec,
-            source_sha256=hashlib.sha256(source.png).hexdigest(),
+            source_sha256=digest,
             total_steps=plan.total_steps,
             meta={"origin": origin, "parent": source.parent.id if source.parent else None},
         )
