@@ -78,7 +78,8 @@ async def handle_message(bot: OutpaintBot, message: discord.Message) -> None:
     if job_id is None:
         return
     if not message.content.strip():
-        if not bot.intents.message_content:
+        hidden = not bot.intents.message_content and bot.user not in message.mentions
+        if hidden:  # Discord hid the text from us (not just a reply without text)
             await message.reply(messages.REPLY_UNREADABLE, mention_author=False)
         return
     request = parse_reply(message.content)

@@ -106,3 +106,14 @@ async def test_context_menu_mistakes(harness: Harness) -> None:
             assert message.flags & FLAG_EPHEMERAL and message.content == expected
         assert await bot.queue.list_jobs() == []
         assert not [m for m in fake.bot_messages() if is_result(m)]
+
+
+async def test_a_reply_without_text_that_pings_the_bot_gets_no_hint(harness: Harness) -> None:
+    fake = harness.fake
+    async with harness.running():
+        await harness.outpaint(image_upload(96, 64))
+        first = await harness.result()
+        picture = await fake.send_message(content="", reference=first, attachments=[image_upload(64, 64)])
+        await fake.send_message(content="up", reference=first)
+        await harness.result(after=first.id)
+        assert not [m for m in fake.bot_messages() if m.reference_id == picture.id]
