@@ -11,13 +11,16 @@ import argparse
 import logging
 import sys
 
+import aiohttp
 import discord
+from pydantic import ValidationError
 
 from bot import messages
 from bot.app import OutpaintBot
 from bot.settings import BotSettings
 from outpaint_engine.api import Engine
 from outpaint_engine.queue import open_queue
+from outpaint_engine.queue.base import QueueError
 from outpaint_engine.settings import EngineSettings, QueueSettings
 
 
@@ -40,9 +43,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def setting_error(error: ValidationError) -> str:
+    """One line naming the first bad variable, e.g. ``OUTPAINT_MAX_TIMES``."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    name = field if field.isupper() else f"OUTPAINT_{field.upper()}"  # DISCORD_TOKEN is an alias
+    return messages.bad_setting(name, first["msg"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = BotSettings()
+    try:
+        settings, queue_settings, engine_settings = BotSettings(), QueueSettings(), EngineSettings()
+    except ValidationError as error:
+        print(setting_error(error), file=sys.stderr)
+        return 2
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
     if not token:
         print(messages.NO_TOKEN, file=sys.stderr)
@@ -50,22 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     discord.utils.setup_logging(
         level=logging.getLevelNamesMapping().get(args.log_level.upper(), logging.INFO)
     )
-    queue_settings = QueueSettings()
-    engine_settings = EngineSettings()
-    bot = OutpaintBot(
-        settings,
-        open_queue(queue_settings, engine_factory=lambda: load_engine(engine_settings)),
-        engine=engine_settings,
-        data_dir=queue_settings.data_dir,
-        sync_commands=args.sync,
-    )
     try:
+        bot = OutpaintBot(
+            settings,
+            open_queue(queue_settings, engine_factory=lambda: load_engine(engine_settings)),
+            engine=engine_settings,
+            data_dir=queue_settings.data_dir,
+            sync_commands=args.sync,
+        )
         bot.run(token, log_handler=None)
     except discord.LoginFailure:
         print(messages.BAD_TOKEN, file=sys.stderr)
         return 1
     except discord.PrivilegedIntentsRequired:
         print(messages.MISSING_INTENT, file=sys.stderr)
+        return 1
+    except QueueError as error:  # an unknown OUTPAINT_QUEUE, or Redis unreachable at start
+        print(f"outpaint-bot: {error}", file=sys.stderr)
+        return 1
+    except aiohttp.ClientConnectionError as error:
+        print(messages.discord_unreachable(error), file=sys.stderr)
         return 1
     return 0
 

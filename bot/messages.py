@@ -45,10 +45,20 @@ outpaint-bot needs a Discord bot token, and none is set (DISCORD_TOKEN).
 
 docs/discord-setup.md explains every step, the permissions and the optional message-content intent."""
 
+
+def bad_setting(name: str, problem: str) -> str:
+    return f"outpaint-bot: bad setting {name}: {problem}"
+
+
 BAD_TOKEN = (
     "Discord refused the token in DISCORD_TOKEN. Copy a fresh one from the developer portal "
     "(Bot → Reset Token) into .env and start again."
 )
+
+
+def discord_unreachable(error: Exception) -> str:
+    return f"outpaint-bot: can't reach Discord ({error}). Check the network connection and try again."
+
 
 MISSING_INTENT = (
     "The message-content intent is turned on (OUTPAINT_MESSAGE_CONTENT=true) but not allowed for this "

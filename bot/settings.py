@@ -17,7 +17,12 @@ TIMES_CEILING = 20
 
 
 class BotSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OUTPAINT_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="OUTPAINT_",
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,  # `KEY=` = unset
+    )
 
     discord_token: SecretStr | None = Field(
         None, validation_alias="DISCORD_TOKEN", description="The bot token from the developer portal."

@@ -26,7 +26,8 @@ def run_bot(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
 
 
 def test_without_a_token_it_says_what_to_do(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("DISCORD_TOKEN=\n")  # present but empty counts as missing
+    # .env.example as shipped: its empty `DISCORD_TOKEN=`, `OUTPAINT_DEV_GUILD=`... count as unset.
+    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
     done = run_bot(tmp_path)
     assert done.returncode == 2
     for step in (
@@ -37,6 +38,18 @@ def test_without_a_token_it_says_what_to_do(tmp_path: Path) -> None:
     ):
         assert step in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_a_bad_setting_is_named_in_one_line(tmp_path: Path) -> None:
+    done = run_bot(tmp_path, OUTPAINT_MAX_TIMES="99", DISCORD_TOKEN="x")
+    assert done.returncode == 2
+    assert done.stderr.startswith("outpaint-bot: bad setting OUTPAINT_MAX_TIMES: ")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    done = run_bot(tmp_path, OUTPAINT_WINDOW="big", DISCORD_TOKEN="x")  # an engine setting
+    assert done.returncode == 2 and done.stderr.startswith("outpaint-bot: bad setting OUTPAINT_WINDOW: ")
+    done = run_bot(tmp_path, OUTPAINT_QUEUE="rabbitmq://host", DISCORD_TOKEN="x")  # before any network
+    assert done.returncode == 1
+    assert done.stderr == "outpaint-bot: Unknown queue 'rabbitmq://host': use 'embedded' or a redis:// URL.\n"
 
 
 def test_the_bot_imports_no_torch_diffusers_or_opencv() -> None:
