@@ -180,6 +180,8 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
         "dtype": args.dtype,
         "low_vram": args.low_vram,
         "compile": args.compile,
+        "window": args.size,  # a compiled UNet is warmed up at the job's shapes
+        "guidance": args.guidance,
     }
     try:
         engine = Outpainter.load(settings, **overrides)

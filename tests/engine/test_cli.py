@@ -210,6 +210,39 @@ def test_a_model_missing_offline_fails_with_one_line(
     assert not (tmp_path / "o.png").exists()
 
 
+def test_the_engine_is_loaded_for_the_jobs_window_and_guidance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outpaint_engine.models import ModelLoadError
+    from outpaint_engine.runner import Outpainter
+
+    loaded: list[dict[str, object]] = []
+
+    def load(_settings: object, **overrides: object) -> Outpainter:
+        loaded.append(overrides)
+        raise ModelLoadError("stop here")
+
+    monkeypatch.setattr(Outpainter, "load", load)
+    photo = _write_photo(tmp_path / "photo.png", 96, 96)
+    args = [
+        str(photo),
+        "-o",
+        str(tmp_path / "o.png"),
+        "--size",
+        "128",
+        "--expand",
+        "32",
+        "--guidance",
+        "1",
+        "--compile",
+        "default",
+    ]
+    assert cli.main(args) == 1
+    assert "stop here" in capsys.readouterr().err
+    (overrides,) = loaded
+    assert (overrides["window"], overrides["guidance"], overrides["compile"]) == (128, 1.0, "default")
+
+
 def test_a_random_seed_is_printed_and_reproduces_the_result(
     tmp_path: Path, tiny_model_dir: Path, tiny_ip_adapter_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
