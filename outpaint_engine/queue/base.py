@@ -30,7 +30,11 @@ class JobQueue(ABC):
     """Bot-facing (and operator-facing) side of the queue."""
 
     async def __aenter__(self) -> JobQueue:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()  # what start() opened (the SQLite thread would keep the process alive)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -128,12 +129,15 @@ class EmbeddedQueue(JobQueue):
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
-            await self._db.execute(f"PRAGMA {pragma}")
-        await self._db.executescript(_SCHEMA)
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+                await self._db.execute(f"PRAGMA {pragma}")
+            await self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise QueueError(f"Cannot open the job journal {self.path}: {error}.") from error
         if self._engine_factory is None:
             return
         await self._requeue_interrupted()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,22 @@ def test_missing_journal_and_unreachable_redis(tmp_path: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert err.startswith("outpaint queue: The job queue at redis://127.0.0.1:") and "unreachable" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_broken_journal_gets_one_line_and_the_command_exits(tmp_path: Path) -> None:
+    (tmp_path / "queue.sqlite3").write_text("not a database")
+    # A process of its own: a SQLite thread left open would keep it alive after its answer.
+    command = "import sys; from outpaint_engine.queue.admin import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", command, "list", "--queue", "embedded", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"outpaint queue: Cannot open the job journal {tmp_path / 'queue.sqlite3'}: file is not a database.\n"
+    )
 
 
 @pytest.mark.parametrize(
