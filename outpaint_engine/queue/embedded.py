@@ -303,10 +303,10 @@ class EmbeddedQueue(JobQueue):
         check_job_id(job.id)
         job.state, job.steps_done, job.attempts = JobState.QUEUED, 0, 0
         job.started_at = job.finished_at = job.error = None
-        await asyncio.to_thread(self.images.put_source, job.id, source_png)
         async with self._tx() as db:
             if await self._load(db, job.id) is not None:
                 raise QueueError(f"Job {job.id} already exists.")
+            await asyncio.to_thread(self.images.put_source, job.id, source_png)
             round_, seq = await self._new_key(db, job.user_id)
             await db.execute(
                 "INSERT INTO jobs (id, user_id, guild_id, state, round, seq, created_at, data)"

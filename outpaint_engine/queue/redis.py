@@ -178,8 +178,6 @@ class RedisQueue(JobQueue):
         check_job_id(job.id)
         job.state, job.steps_done, job.attempts = JobState.QUEUED, 0, 0
         job.started_at = job.finished_at = job.error = None
-        with self._guard():
-            await self.r.set(_key("img", job.id, "source"), source_png, ex=self.settings.result_ttl_s)
         step_s, workers = await self._stats()
         position = await self._script(
             "submit",
@@ -192,6 +190,8 @@ class RedisQueue(JobQueue):
             fair.remaining_steps(job),
             step_s,
             workers,
+            source_png,
+            self.settings.result_ttl_s,
         )
         if position == 0:
             raise QueueError(f"Job {job.id} already exists.")

@@ -131,11 +131,13 @@ local function announce(id, step_s, workers)
 end
 """
 
-# ARGV: P, id, user, guild, json, created_at, total_steps, est_steps, step_s, workers -> position
+# ARGV: P, id, user, guild, json, created_at, total_steps, est_steps, step_s, workers, source PNG,
+#       ttl_s -> position, 0 if the job exists (its source is left as it is)
 SUBMIT = r"""
 local id, user, guild = ARGV[2], ARGV[3], ARGV[4]
 local j = jkey(id)
 if redis.call('EXISTS', j) == 1 then return 0 end
+redis.call('SET', P .. 'img:' .. id .. ':source', ARGV[11], 'EX', ARGV[12])
 redis.call('HSET', j, 'json', ARGV[5], 'user', user, 'guild', guild, 'state', 'queued',
   'steps_done', 0, 'total_steps', ARGV[7], 'est_steps', ARGV[8], 'attempts', 0,
   'started_at', '', 'finished_at', '', 'error', '', 'owner', '', 'entry', '')

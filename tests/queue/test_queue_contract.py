@@ -14,7 +14,7 @@ from engine_double import Pause
 from queue_helpers import SOURCE, SOURCE_PNG, WAIT_S, Harness, collect, make_job
 from real_engine import direct_canvases
 
-from outpaint_engine.imageio import decode_png
+from outpaint_engine.imageio import decode_png, encode_png
 from outpaint_engine.job import (
     Cancelled,
     Done,
@@ -384,5 +384,6 @@ async def test_unknown_and_duplicate_jobs(harness: Harness) -> None:
     job = make_job(90)
     await harness.queue.submit(job, SOURCE_PNG)
     with pytest.raises(QueueError, match="already exists"):
-        await harness.queue.submit(make_job(90), SOURCE_PNG)
+        await harness.queue.submit(make_job(90), encode_png(SOURCE[::-1]))
+    assert await harness.queue.get_source(job.id) == SOURCE_PNG  # the job's own source is kept
     await collect(harness.queue, job.id)
