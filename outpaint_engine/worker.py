@@ -32,8 +32,9 @@ from outpaint_engine.api import Checkpoint, Engine, StepProgress
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import JobCancelledError, Progress
 from outpaint_engine.plan import PlanError
+from outpaint_engine.queue import REDIS_SCHEMES
 from outpaint_engine.queue.base import Claim, LostClaim, QueueError, WorkerSide
-from outpaint_engine.settings import QueueSettings
+from outpaint_engine.settings import EngineSettings, QueueSettings
 
 log = logging.getLogger("outpaint.worker")
 
@@ -186,16 +187,15 @@ class Worker:
 # --- outpaint-worker ----------------------------------------------------------------------------
 
 
-def _engine_factory(spec: str | None, device: str | None) -> EngineFactory:
+def _engine_factory(spec: str | None, settings: EngineSettings) -> EngineFactory:
     if spec:  # tests: "module:callable" returning an engine (e.g. the fast engine double)
         module, _, name = spec.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def load() -> Engine:
         from outpaint_engine.runner import Outpainter
-        from outpaint_engine.settings import EngineSettings
 
-        return Outpainter.load(EngineSettings(), **({"device": device} if device else {}))
+        return Outpainter.load(settings)
 
     return load
 
@@ -216,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
-        settings = QueueSettings()
+        settings, engine_settings = QueueSettings(), EngineSettings()
     except ValidationError as error:
         print(f"outpaint-worker: bad OUTPAINT_* setting: {error.errors()[0]['msg']}", file=sys.stderr)
         return 2
     if args.queue:
         settings = settings.model_copy(update={"queue": args.queue})
-    if not settings.queue.startswith(("redis://", "rediss://", "unix://")):
+    if args.device:
+        engine_settings = engine_settings.model_copy(update={"device": args.device})
+    if not settings.queue.startswith(REDIS_SCHEMES):
         print(
             "outpaint-worker needs a Redis queue: pass --queue redis://HOST:6379/0 or set OUTPAINT_QUEUE "
             "(with the embedded queue the bot runs its own worker).",
@@ -245,8 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     try:
-        worker = Worker(side, _engine_factory(args.engine, args.device), idle_wait_s=side.idle_wait_s)
+        worker = Worker(side, _engine_factory(args.engine, engine_settings), idle_wait_s=side.idle_wait_s)
         worker.engine()
+    except KeyboardInterrupt:
+        print("outpaint-worker: interrupted while loading the engine", file=sys.stderr)
+        return 130
     except Exception as error:
         log.debug("engine load failed", exc_info=True)
         print(f"outpaint-worker: cannot load the engine: {error}", file=sys.stderr)
