@@ -7,9 +7,11 @@ loop; its engine is created in that thread, on the first job, by the ``engine_fa
 the queue, so the bot starts fast. The thread talks to the journal through the event loop.
 
 On start, jobs left running by a previous process go back to the queue and continue after their
-last checkpoint. A queue opened without an engine factory (the operator command) runs no worker
-and leaves running jobs alone; a cancel it writes reaches the bot's worker through the journal at
-its next denoising step.
+last checkpoint. While it runs, the queue forgets jobs that finished more than ``result_ttl_s``
+ago, with their images (every :data:`PURGE_EVERY_S`), as the Redis backend lets them expire. A
+queue opened without an engine factory (the operator command) runs no worker, purges nothing on
+its own and leaves running jobs alone; a cancel it writes reaches the bot's worker through the
+journal at its next denoising step.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ T = TypeVar("T")
 
 JOIN_TIMEOUT_S = 60.0
 """How long :meth:`EmbeddedQueue.close` waits for the worker thread to hand its job back."""
+PURGE_EVERY_S = 3600.0
+"""How often the bot's queue forgets jobs that finished more than ``result_ttl_s`` ago."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -124,6 +128,8 @@ class EmbeddedQueue(JobQueue):
         self._timings_lock = threading.Lock()
         self._worker: Worker | None = None
         self._thread: threading.Thread | None = None
+        self._purger: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._closed = False
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -144,8 +150,12 @@ class EmbeddedQueue(JobQueue):
         self._worker = Worker(_EmbeddedSide(self), self._engine_factory, idle_wait_s=self._poll_s)
         self._thread = threading.Thread(target=self._worker.serve, name="outpaint-worker", daemon=True)
         self._thread.start()
+        self._purger = asyncio.create_task(self._purge_regularly(), name="outpaint-queue-purge")
 
     async def close(self) -> None:
+        self._closing.set()
+        if self._purger is not None:
+            await self._purger  # a purge under way finishes (its images too)
         if self._worker is not None and self._thread is not None:
             self._worker.stop()
             self.work_ready.set()
@@ -156,6 +166,18 @@ class EmbeddedQueue(JobQueue):
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    async def _purge_regularly(self) -> None:
+        while not self._closing.is_set():
+            try:
+                purged = await self.purge(older_than_s=self.settings.result_ttl_s)
+            except Exception:
+                log.exception("could not purge old jobs")
+            else:
+                if purged:
+                    log.info("forgot %d jobs finished more than %d s ago", purged, self.settings.result_ttl_s)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), PURGE_EVERY_S)
 
     async def _requeue_interrupted(self) -> None:
         async with self._tx() as db:

@@ -15,7 +15,9 @@
 - **Events** go on a stream per job whose entry ids are ``0-<seq>``, so the bot re-reads them from
   any sequence number after its own restart. **Images** (source, checkpoints) are Redis strings
   with a TTL of ``result_ttl_s`` (shortened to :data:`INTERMEDIATE_TTL_S` for the checkpoints a
-  finished job no longer needs). **Cancel** sets a flag the worker reads with every progress
+  finished job no longer needs); a finished job's record and events expire ``result_ttl_s`` after
+  it finished, so Redis does not fill up with old jobs (their previews) unless an operator purges.
+  **Cancel** sets a flag the worker reads with every progress
   report (each denoising step) and heartbeat.
 
 Redis must persist (``appendonly yes``) for jobs to survive a Redis restart. Standalone Redis
@@ -328,9 +330,13 @@ class RedisQueue(JobQueue):
     async def purge(self, *, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
         with self._guard():
-            ids = await self.r.zrangebyscore(_key("jobs"), "-inf", cutoff)
+            ids = [_text(i) for i in await self.r.zrangebyscore(_key("jobs"), "-inf", cutoff)]
+            jobs = await self._jobs(ids)
+            expired = set(ids) - {job.id for job in jobs}  # their keys expired (result_ttl_s)
+            if expired:
+                await self.r.zrem(_key("jobs"), *expired)
             purged = 0
-            for job in await self._jobs(ids):
+            for job in jobs:
                 if not job.state.terminal or (job.finished_at or job.created_at) >= cutoff:
                     continue
                 steps = range(max(job.total_steps, job.steps_done))
@@ -428,6 +434,7 @@ class RedisWorkerSide(WorkerSide):
             int(self.settings.reclaim_after_s * 1000),
             self.max_deliveries,
             FAILED_POLITELY,
+            self.settings.result_ttl_s,
         )
         if reply is None:
             self._retry("waiting for work", lambda: self.r.blpop([_key("wake")], timeout=wait_s))
@@ -491,7 +498,15 @@ class RedisWorkerSide(WorkerSide):
 
     def _finish(self, claim: Claim, state: JobState, event: Event, error: str = "", dead: str = "") -> None:
         short_lived = max(0, claim.job.total_steps - 2) if state is JobState.DONE else 0
-        args = (str(state), _event_json(event), error, dead, short_lived, INTERMEDIATE_TTL_S)
+        args = (
+            str(state),
+            _event_json(event),
+            error,
+            dead,
+            short_lived,
+            INTERMEDIATE_TTL_S,
+            self.settings.result_ttl_s,
+        )
         self._write(claim, "finishing a job", "finish", *args)
 
     def done(self, claim: Claim, step: int, width: int, height: int) -> None:

@@ -20,6 +20,9 @@ Keys (prefix ``P``, ``outpaint:``)::
     P timings          list of recent seconds per expansion step
     P workers          zset of worker names by last sign of life
 
+A finished job's ``job:``, ``ev:`` and image keys expire after ``result_ttl_s`` (a retry keeps the
+job and its events); ``P jobs`` keeps its id until ``outpaint queue purge``.
+
 Scripts compute most key names themselves (they learn job ids inside), so the backend needs a
 standalone Redis (or one primary), not a cluster. Every script takes the prefix as ARGV[1].
 """
@@ -42,9 +45,9 @@ local function publish(id, json)
   return redis.call('XADD', P .. 'ev:' .. id, '0-*', 'e', json)
 end
 
-local function publish_tbl(id, tbl)
+local function event_json(id, tbl)
   tbl.job_id = id
-  return publish(id, cjson.encode(tbl))
+  return cjson.encode(tbl)
 end
 
 local function owns(id, token)
@@ -65,15 +68,20 @@ local function ack(id)
   end
 end
 
-local function finish(id, state, err)
+-- Ends the job with its terminal event; its record and events then expire after ttl seconds, as
+-- its images do (a retry keeps them).
+local function finish(id, state, err, event, ttl)
   local j = jkey(id)
   local user, guild = unpack(redis.call('HMGET', j, 'user', 'guild'))
   ack(id)
-  redis.call('HSET', j, 'state', state, 'finished_at', now(), 'owner', '', 'error', err or '')
+  redis.call('HSET', j, 'state', state, 'finished_at', now(), 'owner', '', 'error', err)
   redis.call('DEL', P .. 'cancel:' .. id)
   redis.call('SREM', P .. 'running', id)
   redis.call('SREM', P .. 'active:u:' .. user, id)
   if guild ~= '' then redis.call('SREM', P .. 'active:g:' .. guild, id) end
+  publish(id, event)
+  redis.call('EXPIRE', j, ttl)
+  redis.call('EXPIRE', P .. 'ev:' .. id, ttl)
 end
 
 local function enqueue(id)
@@ -126,7 +134,7 @@ local function announce(id, step_s, workers)
   local member = redis.call('HGET', jkey(id), 'member')
   local position = redis.call('ZRANK', P .. 'queue', member) + 1
   local e = eta(id, tonumber(step_s), tonumber(workers))
-  publish_tbl(id, {kind = 'queued', position = position, eta_s = e or cjson.null})
+  publish(id, event_json(id, {kind = 'queued', position = position, eta_s = e or cjson.null}))
   return position
 end
 """
@@ -149,10 +157,10 @@ redis.call('ZADD', P .. 'jobs', ARGV[6], id)
 return announce(id, ARGV[9], ARGV[10])
 """
 
-# ARGV: P, consumer, token, reclaim_ms, max_deliveries, failed_reason -> {id, entry} or nil.
+# ARGV: P, consumer, token, reclaim_ms, max_deliveries, failed_reason, ttl_s -> {id, entry} or nil.
 # Order: a job reclaimed from a silent worker, a delivery nobody read, then the fair queue.
 CLAIM = r"""
-local consumer, token, max = ARGV[2], ARGV[3], tonumber(ARGV[5])
+local consumer, token, max, ttl = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[7]
 redis.call('ZADD', P .. 'workers', now(), consumer)
 redis.call('ZREMRANGEBYSCORE', P .. 'workers', '-inf', tonumber(now()) - 86400)
 
@@ -166,17 +174,15 @@ local function take(id, entry)
   end
   redis.call('HSET', j, 'entry', entry)
   if redis.call('EXISTS', P .. 'cancel:' .. id) == 1 then
-    finish(id, 'cancelled')
-    publish_tbl(id, {kind = 'cancelled'})
+    finish(id, 'cancelled', '', event_json(id, {kind = 'cancelled'}), ttl)
     return nil
   end
   local attempts = redis.call('HINCRBY', j, 'attempts', 1)
   if attempts > max then
     redis.call('HSET', j, 'attempts', max)
-    finish(id, 'failed', ARGV[6])
     redis.call('XADD', P .. 'dead', '*', 'job', id, 'attempts', max,
       'reason', 'its worker stopped responding on every attempt')
-    publish_tbl(id, {kind = 'failed', reason = ARGV[6]})
+    finish(id, 'failed', ARGV[6], event_json(id, {kind = 'failed', reason = ARGV[6]}), ttl)
     return nil
   end
   redis.call('HSET', j, 'state', 'running', 'owner', token)
@@ -254,12 +260,11 @@ return cancel_flag(id)
 """
 
 # ARGV: P, id, token, state, event json, error, dead-letter detail ('' = none),
-#       steps whose checkpoints now only need a short TTL, that TTL -> 0 lost, 1 ok
+#       steps whose checkpoints now only need a short TTL, that TTL, ttl_s -> 0 lost, 1 ok
 FINISH = r"""
 local id, token = ARGV[2], ARGV[3]
 if not owns(id, token) then return 0 end
-finish(id, ARGV[4], ARGV[6])
-publish(id, ARGV[5])
+finish(id, ARGV[4], ARGV[6], ARGV[5], ARGV[10])
 for step = 0, tonumber(ARGV[8]) - 1 do
   local key = P .. 'img:' .. id .. ':' .. step
   local ttl = redis.call('TTL', key)
@@ -294,8 +299,7 @@ if state == 'queued' then
   local user, member = unpack(redis.call('HMGET', j, 'user', 'member'))
   redis.call('ZREM', P .. 'queue', member)
   redis.call('ZREM', P .. 'uq:' .. user, id)
-  finish(id, 'cancelled')
-  publish_tbl(id, {kind = 'cancelled'})
+  finish(id, 'cancelled', '', event_json(id, {kind = 'cancelled'}), ARGV[3])
 elseif state == 'running' then
   redis.call('SET', P .. 'cancel:' .. id, '1', 'EX', ARGV[3])
 end
@@ -311,6 +315,8 @@ if not state then return '' end
 if state ~= 'failed' and state ~= 'cancelled' then return state end
 local user, guild = unpack(redis.call('HMGET', j, 'user', 'guild'))
 redis.call('HSET', j, 'state', 'queued', 'attempts', 0, 'error', '', 'finished_at', '', 'owner', '')
+redis.call('PERSIST', j)
+redis.call('PERSIST', P .. 'ev:' .. id)
 redis.call('DEL', P .. 'cancel:' .. id)
 redis.call('SADD', P .. 'active:u:' .. user, id)
 if guild ~= '' then redis.call('SADD', P .. 'active:g:' .. guild, id) end

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
+from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from engine_double import Pause
-from queue_helpers import SOURCE, SOURCE_PNG, WAIT_S, Harness, collect, make_job
+from queue_helpers import (
+    SOURCE,
+    SOURCE_PNG,
+    WAIT_S,
+    Harness,
+    collect,
+    eventually,
+    make_job,
+    queue_settings,
+)
 from real_engine import direct_canvases
 
 from outpaint_engine.imageio import decode_png, encode_png
@@ -28,7 +39,8 @@ from outpaint_engine.job import (
 )
 from outpaint_engine.plan import PlanError
 from outpaint_engine.queue.base import QueueError
-from outpaint_engine.queue.redis import INTERMEDIATE_TTL_S
+from outpaint_engine.queue.embedded import EmbeddedQueue
+from outpaint_engine.queue.redis import INTERMEDIATE_TTL_S, RedisQueue
 from outpaint_engine.runner import Outpainter
 from outpaint_engine.worker import FAILED_POLITELY
 
@@ -85,6 +97,7 @@ async def test_job_runs_to_done_with_checkpoints_and_ordered_events(
     if harness.kind == "redis":  # only the last two checkpoints keep the full TTL
         ttls = [await harness.queue.r.ttl(f"outpaint:img:{job.id}:{step}") for step in range(3)]
         assert ttls[0] <= INTERMEDIATE_TTL_S < ttls[1] and ttls[2] > INTERMEDIATE_TTL_S
+        assert await record_ttls(harness.queue, job.id) == [RESULT_TTL_S] * 2  # the job, its events
 
 
 async def test_events_replay_from_any_sequence_number(harness: Harness) -> None:
@@ -387,3 +400,52 @@ async def test_unknown_and_duplicate_jobs(harness: Harness) -> None:
         await harness.queue.submit(make_job(90), encode_png(SOURCE[::-1]))
     assert await harness.queue.get_source(job.id) == SOURCE_PNG  # the job's own source is kept
     await collect(harness.queue, job.id)
+
+
+# --- how long finished jobs are kept ---------------------------------------------------------------
+
+RESULT_TTL_S = 86400  # queue_settings()
+
+
+async def record_ttls(queue: RedisQueue, job_id: str) -> list[int]:
+    """TTLs of a Redis job's record and event stream, rounded up to whole hours (-1: none)."""
+    ttls = [await queue.r.ttl(f"outpaint:{kind}:{job_id}") for kind in ("job", "ev")]
+    return [t if t < 0 else -(-t // 3600) * 3600 for t in ttls]
+
+
+async def test_redis_finished_jobs_expire_with_their_images(shared_redis, tmp_path: Path) -> None:
+    with redis.Redis.from_url(shared_redis.url) as client:
+        client.flushall()
+    job = make_job(98)
+    async with RedisQueue(queue_settings(shared_redis.url, tmp_path)) as queue:  # no worker
+        await queue.submit(job, SOURCE_PNG)
+        assert await record_ttls(queue, job.id) == [-1, -1]  # a live job is kept
+        await queue.cancel(job.id)
+        assert await record_ttls(queue, job.id) == [RESULT_TTL_S] * 2
+        await queue.retry(job.id)
+        assert await record_ttls(queue, job.id) == [-1, -1]  # live again
+        await queue.cancel(job.id)
+
+        await queue.r.delete(f"outpaint:job:{job.id}", f"outpaint:ev:{job.id}")  # as if expired
+        assert await queue.purge(older_than_s=0) == 0
+        assert await queue.r.zscore("outpaint:jobs", job.id) is None  # the index forgets it too
+
+
+async def test_the_bot_s_embedded_queue_forgets_jobs_finished_result_ttl_ago(tmp_path: Path) -> None:
+    settings = queue_settings("embedded", tmp_path, result_ttl_s=0)
+    job = make_job(99)
+    async with EmbeddedQueue(settings) as operator:
+        await operator.submit(job, SOURCE_PNG)
+        await operator.cancel(job.id)
+    async with EmbeddedQueue(settings) as operator:  # the operator command never purges by itself
+        assert await operator.get(job.id) is not None
+
+    def no_engine() -> Outpainter:
+        raise AssertionError("no job is queued")
+
+    async with EmbeddedQueue(settings, engine_factory=no_engine, poll_s=0.05) as bot:
+
+        async def forgotten() -> bool:
+            return await bot.get(job.id) is None and await bot.get_source(job.id) is None
+
+        await eventually(forgotten, "the bot's queue to purge the finished job")

@@ -273,6 +273,7 @@ async def test_a_job_that_kills_its_workers_ends_in_the_dead_letter_stream(
         dead = await queue.dead_letters()
         assert [(d["job"], d["attempts"]) for d in dead] == [(poison.id, "2")]
         assert "stopped responding" in dead[0]["reason"]
+        assert await queue.r.ttl(f"outpaint:job:{poison.id}") > 0  # it expires like a finished job
 
         healthy = make_job(4, user=2)
         await queue.submit(healthy, SOURCE_PNG)
