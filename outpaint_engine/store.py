@@ -17,9 +17,14 @@ from outpaint_engine.queue.base import QueueError
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def is_job_id(job_id: str) -> bool:
+    """Whether ``job_id`` is a well-formed job id (1 to 64 letters, digits, ``-``, ``_``)."""
+    return _JOB_ID.fullmatch(job_id) is not None
+
+
 def check_job_id(job_id: str) -> str:
-    """``job_id`` if it is a well-formed job id (letters, digits, ``-``, ``_``), else QueueError."""
-    if not _JOB_ID.fullmatch(job_id):
+    """``job_id`` if it is a well-formed job id, else QueueError."""
+    if not is_job_id(job_id):
         raise QueueError(f"{job_id!r} is not a job id.")
     return job_id
 

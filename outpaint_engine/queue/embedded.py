@@ -46,7 +46,7 @@ from outpaint_engine.job import (
 from outpaint_engine.queue import fair
 from outpaint_engine.queue.base import Claim, JobQueue, LostClaim, QueueError, WorkerSide
 from outpaint_engine.settings import QueueSettings
-from outpaint_engine.store import FileImageStore, check_job_id
+from outpaint_engine.store import FileImageStore, check_job_id, is_job_id
 from outpaint_engine.worker import FAILED_POLITELY, EngineFactory, Worker
 
 log = logging.getLogger(__name__)
@@ -92,14 +92,6 @@ class _Row:
     seq: int
     owner: str | None
     cancel_requested: bool
-
-
-def _valid(job_id: str) -> bool:
-    try:
-        check_job_id(job_id)
-    except QueueError:
-        return False
-    return True
 
 
 class EmbeddedQueue(JobQueue):
@@ -349,13 +341,13 @@ class EmbeddedQueue(JobQueue):
         return job
 
     async def get(self, job_id: str) -> Job | None:
-        if not _valid(job_id):
+        if not is_job_id(job_id):
             return None
         rows = await self._fetch("SELECT data FROM jobs WHERE id = ?", (job_id,))
         return Job.from_dict(json.loads(rows[0][0])) if rows else None
 
     async def cancel(self, job_id: str) -> Job | None:
-        if not _valid(job_id):
+        if not is_job_id(job_id):
             return None
         async with self._tx() as db:
             row = await self._load(db, job_id)
@@ -420,17 +412,17 @@ class EmbeddedQueue(JobQueue):
                     await asyncio.wait_for(tick.wait(), self._poll_s)
 
     async def get_canvas(self, job_id: str, step: int) -> bytes | None:
-        if not _valid(job_id):
+        if not is_job_id(job_id):
             return None
         return await asyncio.to_thread(self.images.get_step, job_id, step)
 
     async def get_source(self, job_id: str) -> bytes | None:
-        if not _valid(job_id):
+        if not is_job_id(job_id):
             return None
         return await asyncio.to_thread(self.images.get_source, job_id)
 
     async def position(self, job_id: str) -> int | None:
-        if not _valid(job_id):
+        if not is_job_id(job_id):
             return None
         async with self._lock:
             row = await self._load(self._conn(), job_id)
@@ -439,7 +431,7 @@ class EmbeddedQueue(JobQueue):
             return len(await self._ahead(self._conn(), row)) + 1
 
     async def eta(self, job_id: str) -> float | None:
-        if not _valid(job_id):
+        if not is_job_id(job_id):
             return None
         async with self._lock:
             row = await self._load(self._conn(), job_id)

@@ -53,7 +53,7 @@ from outpaint_engine.queue import fair
 from outpaint_engine.queue.base import Claim, JobQueue, LostClaim, QueueError, WorkerSide
 from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
 from outpaint_engine.settings import QueueSettings
-from outpaint_engine.store import check_job_id
+from outpaint_engine.store import check_job_id, is_job_id
 from outpaint_engine.worker import FAILED_POLITELY
 
 log = logging.getLogger(__name__)
@@ -211,17 +211,13 @@ class RedisQueue(JobQueue):
         return [_job_from_hash(h) for h in found if h]
 
     async def get(self, job_id: str) -> Job | None:
-        try:
-            check_job_id(job_id)
-        except QueueError:
+        if not is_job_id(job_id):
             return None
         jobs = await self._jobs([job_id])
         return jobs[0] if jobs else None
 
     async def cancel(self, job_id: str) -> Job | None:
-        try:
-            check_job_id(job_id)
-        except QueueError:
+        if not is_job_id(job_id):
             return None
         state = await self._script("cancel", job_id, self.settings.result_ttl_s)
         return await self.get(job_id) if state else None
