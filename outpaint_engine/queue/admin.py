@@ -32,6 +32,12 @@ def parse_age(text: str) -> float:
     return float(match[1]) * _UNITS[match[2] or "s"]
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def format_age(seconds: float) -> str:
     for unit in ("w", "d", "h", "m"):
         if seconds >= _UNITS[unit]:
@@ -51,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", action="append", choices=[str(s) for s in JobState], help="repeatable")
     listing.add_argument("--user", type=int, help="only this Discord user's jobs")
     listing.add_argument("--guild", type=int, help="only this guild's jobs")
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=positive_int, default=50, help="at most this many (default 50)")
     listing.add_argument("--dead", action="store_true", help="the dead-letter stream instead (Redis)")
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a queued or running job")
     cancel.add_argument("job_id")

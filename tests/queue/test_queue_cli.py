@@ -147,6 +147,14 @@ def test_a_bad_age_is_refused() -> None:
         parse_age("soon")
 
 
+@pytest.mark.parametrize("limit", ["0", "-5", "ten"])
+def test_a_bad_limit_is_refused(limit: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["list", "--limit", limit])
+    assert exit_.value.code == 2
+    assert f"argument --limit: {limit!r} is not a whole number of 1 or more" in capsys.readouterr().err
+
+
 def test_open_queue_refuses_an_unknown_backend(tmp_path: Path) -> None:
     with pytest.raises(QueueError, match="use 'embedded' or a redis:// URL"):
         open_queue(queue_settings("postgres://db", tmp_path))
