@@ -111,6 +111,8 @@ class Worker:
         try:
             try:
                 self._run(claim)
+            except LostClaim:  # from a write inside the engine's progress report: not its error
+                raise
             except JobCancelledError:
                 if claim.shutdown:
                     log.info("job %s: handed back (worker stopping)", job.id)

@@ -6,6 +6,8 @@ steps by test hooks. Only tests about many jobs and their order use the fast eng
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from contextlib import aclosing
 from pathlib import Path
 
@@ -449,3 +451,30 @@ async def test_the_bot_s_embedded_queue_forgets_jobs_finished_result_ttl_ago(tmp
             return await bot.get(job.id) is None and await bot.get_source(job.id) is None
 
         await eventually(forgotten, "the bot's queue to purge the finished job")
+
+
+async def test_a_worker_whose_job_was_taken_over_stops_it_quietly(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="outpaint.worker")
+    job = make_job(25)
+    pause = Pause(seed=25, step=1)
+    harness.engine.hook = pause
+    await harness.queue.submit(job, SOURCE_PNG)
+    await reached(pause)
+    if harness.kind == "redis":  # as when a worker that looked dead is taken over
+        await harness.queue.r.hset(f"outpaint:job:{job.id}", "owner", "another-worker")
+    else:
+        with sqlite3.connect(harness.settings.data_dir / "queue.sqlite3") as db:
+            db.execute("UPDATE jobs SET owner = 'another-worker' WHERE id = ?", (job.id,))
+
+    pause.go.set()
+    after = make_job(26)  # the worker drops the job and takes the next one
+    await harness.queue.submit(after, SOURCE_PNG)
+    assert kinds(await collect(harness.queue, after.id))[-1] == "done"
+
+    assert "no longer ours" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # not an engine error
+    final = await harness.queue.get(job.id)
+    assert final is not None and (final.state, final.steps_done) == (JobState.RUNNING, 1)
+    assert harness.engine.computed == [(25, 0), (26, 0), (26, 1), (26, 2)]
