@@ -20,6 +20,7 @@ from outpaint_engine.queue import JobQueue, open_queue
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.settings import EngineSettings, QueueSettings
 from tests.fakediscord import (
+    WAIT_S,
     FakeDiscord,
     InteractionRecord,
     MessageVersion,
@@ -73,7 +74,7 @@ def ids_of(version: MessageVersion) -> list[str]:
 
 async def reached(pause: Pause) -> None:
     """Until the engine double stopped at ``pause`` (set from the worker thread)."""
-    assert await asyncio.to_thread(pause.reached.wait, 30), "the job never reached the pause"
+    assert await asyncio.to_thread(pause.reached.wait, WAIT_S), "the job never reached the pause"
 
 
 def job_id_of(message: StoredMessage) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot import messages
 from tests.bot.conftest import EXPAND, Harness, answer, image_upload, reached, size_of
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import WAIT_S, FakeDiscord
 from tests.fakediscord.models import ATTACH_FILES
 from tests.queue.engine_double import Pause
 
@@ -100,7 +100,7 @@ async def test_a_waiting_job_is_not_edited_while_its_position_stays(harness: Har
             return await position(asked_for)
 
         bot.queue.position = counting_position  # type: ignore[method-assign]
-        await asyncio.wait_for(refreshed.wait(), 30)
+        await asyncio.wait_for(refreshed.wait(), WAIT_S)
         assert len(bob.versions) == 2  # "thinking…", then the queue position: once
         assert bob.content.startswith("⏳ ➡ right ×1: position 1 in the queue")
         pause.go.set()

@@ -14,7 +14,7 @@ from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.worker import Worker
 from tests.bot.conftest import EXPAND, Harness, image_upload, size_of
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import WAIT_S, FakeDiscord
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "queue"))
 from queue_helpers import REDIS_SERVER, RedisServer
@@ -56,5 +56,5 @@ async def test_slash_command_and_button_on_a_redis_queue(
     finally:
         side.stopping()
         worker.stop()
-        await asyncio.to_thread(thread.join, 30)
+        await asyncio.to_thread(thread.join, WAIT_S)
         side.r.close()

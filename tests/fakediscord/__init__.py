@@ -17,9 +17,10 @@ from .models import (
     UploadedFile,
     User,
 )
-from .server import FakeDiscord
+from .server import WAIT_S, FakeDiscord
 
 __all__ = [
+    "WAIT_S",
     "ApiError",
     "Channel",
     "FakeDiscord",

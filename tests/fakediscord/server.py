@@ -49,6 +49,11 @@ COMPONENT_ACTION_ROW, COMPONENT_TEXT_INPUT, COMPONENT_LABEL, COMPONENT_FILE_UPLO
 COMPONENT_RADIO_GROUP, COMPONENT_CHECKBOX = 21, 23
 
 
+WAIT_S = 120.0
+"""How long a wait gives up by default: generous, since a loaded CI machine can be slow; the
+waits end as soon as their condition holds, so this never slows a passing test."""
+
+
 class FakeDiscord:
     """A fake Discord (REST, gateway, CDN) on ``127.0.0.1`` for the real discord.py client.
 
@@ -147,7 +152,12 @@ class FakeDiscord:
             )
 
     @contextlib.asynccontextmanager
-    async def running(self, client: discord.Client, *, timeout: float = 30) -> AsyncIterator[discord.Client]:  # noqa: ASYNC109
+    async def running(
+        self,
+        client: discord.Client,
+        *,
+        timeout: float = WAIT_S,  # noqa: ASYNC109
+    ) -> AsyncIterator[discord.Client]:
         """Run ``client.start(token)`` until the block ends; enter once it is ready.
 
         "Ready" means on_ready fired and every guild of the fake the bot is in is cached.
@@ -303,7 +313,7 @@ class FakeDiscord:
     def followups_of(self, interaction: InteractionRecord) -> list[StoredMessage]:
         return [self.state.messages[i] for i in interaction.followup_ids]
 
-    async def wait_for(self, predicate: Callable[[FakeDiscord], T], *, timeout: float = 30) -> T:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[FakeDiscord], T], *, timeout: float = WAIT_S) -> T:  # noqa: ASYNC109
         """Wait until ``predicate(fake)`` is truthy, re-checked after every request/gateway event.
 
         Returns the truthy value. On timeout raises ``TimeoutError`` listing the last requests.
@@ -317,7 +327,7 @@ class FakeDiscord:
             recent = "\n  ".join(repr(r) for r in self.requests[-15:])
             raise TimeoutError(f"condition not met within {timeout}s; last requests:\n  {recent}") from None
 
-    async def wait_response(self, interaction: InteractionRecord, *, timeout: float = 30) -> int:  # noqa: ASYNC109
+    async def wait_response(self, interaction: InteractionRecord, *, timeout: float = WAIT_S) -> int:  # noqa: ASYNC109
         """Wait until the bot answered the interaction; returns the callback type."""
         await self.wait_for(lambda _: interaction.acknowledged, timeout=timeout)
         assert interaction.response_type is not None
@@ -328,7 +338,7 @@ class FakeDiscord:
         predicate: Callable[[StoredMessage], bool] = lambda _: True,
         *,
         channel: ChannelRef | None = None,
-        timeout: float = 30,  # noqa: ASYNC109
+        timeout: float = WAIT_S,  # noqa: ASYNC109
     ) -> StoredMessage:
         """Wait for a (non-deleted) bot message in ``channel`` that satisfies ``predicate``."""
 
@@ -337,7 +347,7 @@ class FakeDiscord:
 
         return await self.wait_for(find, timeout=timeout)
 
-    async def wait_connected(self, *, timeout: float = 30) -> Session:  # noqa: ASYNC109
+    async def wait_connected(self, *, timeout: float = WAIT_S) -> Session:  # noqa: ASYNC109
         """Wait until a gateway session is connected; returns it."""
 
         def connected(_: FakeDiscord) -> Session | None:
