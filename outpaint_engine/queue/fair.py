@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from statistics import fmean
 
-from outpaint_engine.job import Job
+from outpaint_engine.job import Job, JobState
 
 RECENT_STEPS = 20
 """How many recent expansion-step timings the ETA's moving average covers."""
@@ -51,7 +51,7 @@ def eta_s(
     if step_s is None or job.state.terminal:
         return None
     own = remaining_steps(job)
-    if job.state.value == "running":
+    if job.state is JobState.RUNNING:
         return own * step_s
     waiting = sum(remaining_steps(j) for j in ahead) + sum(remaining_steps(j) for j in running)
     return (own + waiting / max(1, workers)) * step_s
