@@ -21,7 +21,7 @@ from bot.settings import BotSettings
 from outpaint_engine.api import Engine
 from outpaint_engine.queue import open_queue
 from outpaint_engine.queue.base import QueueError
-from outpaint_engine.settings import EngineSettings, QueueSettings
+from outpaint_engine.settings import EngineSettings, QueueSettings, describe_setting_error
 
 
 def load_engine(settings: EngineSettings) -> Engine:
@@ -43,20 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setting_error(error: ValidationError) -> str:
-    """One line naming the first bad variable, e.g. ``OUTPAINT_MAX_TIMES``."""
-    first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
-    name = field if field.isupper() else f"OUTPAINT_{field.upper()}"  # DISCORD_TOKEN is an alias
-    return messages.bad_setting(name, first["msg"])
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings, queue_settings, engine_settings = BotSettings(), QueueSettings(), EngineSettings()
     except ValidationError as error:
-        print(setting_error(error), file=sys.stderr)
+        print(f"outpaint-bot: {describe_setting_error(error)}", file=sys.stderr)
         return 2
     token = settings.discord_token.get_secret_value().strip() if settings.discord_token else ""
     if not token:

@@ -46,10 +46,6 @@ outpaint-bot needs a Discord bot token, and none is set (DISCORD_TOKEN).
 docs/discord-setup.md explains every step, the permissions and the optional message-content intent."""
 
 
-def bad_setting(name: str, problem: str) -> str:
-    return f"outpaint-bot: bad setting {name}: {problem}"
-
-
 BAD_TOKEN = (
     "Discord refused the token in DISCORD_TOKEN. Copy a fresh one from the developer portal "
     "(Bot → Reset Token) into .env and start again."

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from outpaint_engine.api import StepProgress, StepResult
 from outpaint_engine.job import Direction, JobSpec
 from outpaint_engine.plan import Plan, PlanError, plan_job
-from outpaint_engine.settings import EngineSettings
+from outpaint_engine.settings import EngineSettings, describe_setting_error
 
 if TYPE_CHECKING:
     from outpaint_engine.runner import Outpainter
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = EngineSettings()
     except ValidationError as exc:
-        print(f"{PROG}: error: bad OUTPAINT_* setting: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"{PROG}: error: {describe_setting_error(exc)}", file=sys.stderr)
         return 2
     args = _parser(settings).parse_args(argv)
     try:

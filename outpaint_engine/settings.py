@@ -9,10 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_CONFIG = SettingsConfigDict(env_prefix="OUTPAINT_", env_file=".env", extra="ignore")
+_CONFIG = SettingsConfigDict(env_prefix="OUTPAINT_", env_file=".env", extra="ignore", env_ignore_empty=True)
+"""Empty ``KEY=`` lines (as in a copied ``.env.example``) count as unset."""
+
+
+def describe_setting_error(error: ValidationError) -> str:
+    """One line naming the first bad variable, e.g. ``bad setting OUTPAINT_WINDOW: Input should be...``."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    name = field if field.isupper() else f"OUTPAINT_{field.upper()}"  # DISCORD_TOKEN is an alias
+    return f"bad setting {name}: {first['msg']}"
 
 
 class EngineSettings(BaseSettings):
@@ -55,4 +64,6 @@ class QueueSettings(BaseSettings):
     heartbeat_s: float = Field(5.0, description="How often a running worker says it is alive.")
     reclaim_after_s: float = Field(30.0, description="A job whose worker is silent this long is reclaimed.")
     max_deliveries: int = Field(3, description="Attempts before a job goes to the dead-letter stream.")
-    result_ttl_s: int = Field(7 * 24 * 3600, description="How long result images are kept (Redis).")
+    result_ttl_s: int = Field(
+        7 * 24 * 3600, description="How long a finished job (its record, events and images) is kept."
+    )

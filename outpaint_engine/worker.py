@@ -34,7 +34,7 @@ from outpaint_engine.job import JobCancelledError, Progress
 from outpaint_engine.plan import PlanError
 from outpaint_engine.queue import REDIS_SCHEMES
 from outpaint_engine.queue.base import Claim, LostClaim, QueueError, WorkerSide
-from outpaint_engine.settings import EngineSettings, QueueSettings
+from outpaint_engine.settings import EngineSettings, QueueSettings, describe_setting_error
 
 log = logging.getLogger("outpaint.worker")
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, engine_settings = QueueSettings(), EngineSettings()
     except ValidationError as error:
-        print(f"outpaint-worker: bad OUTPAINT_* setting: {error.errors()[0]['msg']}", file=sys.stderr)
+        print(f"outpaint-worker: {describe_setting_error(error)}", file=sys.stderr)
         return 2
     if args.queue:
         settings = settings.model_copy(update={"queue": args.queue})

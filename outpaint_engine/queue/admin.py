@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from outpaint_engine.job import Job, JobState
 from outpaint_engine.queue import open_queue
 from outpaint_engine.queue.base import JobQueue, QueueError
-from outpaint_engine.settings import QueueSettings
+from outpaint_engine.settings import QueueSettings, describe_setting_error
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
     try:
         settings = QueueSettings()
     except ValidationError as error:
-        print(f"outpaint queue: bad OUTPAINT_* setting: {error.errors()[0]['msg']}", file=sys.stderr)
+        print(f"outpaint queue: {describe_setting_error(error)}", file=sys.stderr)
         return 2
     overrides = {k: v for k, v in (("queue", args.queue), ("data_dir", args.data_dir)) if v is not None}
     settings = settings.model_copy(update=overrides)
