@@ -77,8 +77,8 @@ def seed_window_inputs(
     hole = (~window_known).view(np.uint8) * np.uint8(255)
     bgr = cv2.cvtColor(grown[ys, xs], cv2.COLOR_RGB2BGR)  # the seed works in BGR
     filled = cv2.cvtColor(cv2.inpaint(bgr, hole, canvas.TELEA_RADIUS, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)
-    fast = _window_inputs(grown, known, window, spec)  # for the crops only
-    return canvas.WindowInputs(filled, cmap, canvas.keep_weight(cmap, window_known), fast.crops)
+    crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
+    return canvas.WindowInputs(filled, cmap, canvas.keep_weight(cmap, window_known), crops)
 
 
 class Timers:

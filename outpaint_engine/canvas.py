@@ -212,7 +212,7 @@ def ip_crops(image: np.ndarray) -> list[np.ndarray]:
     return [image[top : top + side, left : left + side].copy() for top in tops for left in lefts]
 
 
-def _newest_known(grown: np.ndarray, known: np.ndarray, window: Window, direction: Direction) -> np.ndarray:
+def newest_known(grown: np.ndarray, known: np.ndarray, window: Window, direction: Direction) -> np.ndarray:
     """The window moved back against the growth by the depth of its unknown strip, clipped to the canvas.
 
     That is the newest known content next to the window: the previous step's window (what the seed
@@ -242,7 +242,7 @@ def window_inputs(grown: np.ndarray, known: np.ndarray, window: Window, spec: Jo
         image=prefill(grown[ys, xs], window_known),
         change_map=cmap,
         keep_weight=keep_weight(cmap, window_known),
-        crops=ip_crops(_newest_known(grown, known, window, spec.direction)),
+        crops=ip_crops(newest_known(grown, known, window, spec.direction)),
     )
 
 
