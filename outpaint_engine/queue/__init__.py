@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from outpaint_engine.queue.base import JobQueue, QueueError
+from outpaint_engine.queue.base import JobQueue, QueueError, QueueUnavailable
 from outpaint_engine.settings import QueueSettings
 
 if TYPE_CHECKING:
@@ -43,4 +43,4 @@ def open_queue(
     raise QueueError(f"Unknown queue {settings.queue!r}: use 'embedded' or a redis:// URL.")
 
 
-__all__ = ["JobQueue", "QueueError", "open_queue"]
+__all__ = ["JobQueue", "QueueError", "QueueUnavailable", "open_queue"]

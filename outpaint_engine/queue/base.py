@@ -22,6 +22,11 @@ class QueueError(Exception):
     """A queue operation that cannot be done; the message is fit to show a user or operator."""
 
 
+class QueueUnavailable(QueueError):
+    """The queue's backend cannot be reached (or did not answer in time). Transient: the caller
+    may try again later; a follower of ``events`` resubscribes with the last sequence it saw."""
+
+
 class LostClaim(Exception):
     """The worker no longer owns the job (it was reclaimed, or the worker is stopping): stop quietly."""
 
@@ -81,7 +86,9 @@ class JobQueue(ABC):
         Sequence numbers start at 1 and increase. The iterator ends after a terminal event
         (``Done``, ``Failed``, ``Cancelled``), unless an operator's retry already followed it. A
         subscriber that restarts passes the last sequence number it handled. Raises
-        :class:`QueueError` (on the first iteration) for an unknown job.
+        :class:`QueueError` (on the first iteration) for an unknown job, and
+        :class:`QueueUnavailable` when the backend cannot be reached: the caller resubscribes with
+        ``after`` set to the last sequence number it handled.
         """
 
     @abstractmethod

@@ -50,7 +50,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, JobState, Progress, Started
 from outpaint_engine.queue import fair
-from outpaint_engine.queue.base import Claim, JobQueue, LostClaim, QueueError, WorkerSide
+from outpaint_engine.queue.base import Claim, JobQueue, LostClaim, QueueError, QueueUnavailable, WorkerSide
 from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.store import check_job_id, is_job_id
@@ -147,7 +147,7 @@ class RedisQueue(JobQueue):
         try:
             yield
         except UNREACHABLE as error:
-            raise QueueError(f"The job queue at {self.url} is unreachable ({error}).") from error
+            raise QueueUnavailable(f"The job queue at {self.url} is unreachable ({error}).") from error
 
     async def _script(self, name: str, *args: object) -> Any:
         with self._guard():
