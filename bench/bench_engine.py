@@ -1,27 +1,36 @@
-"""Engine benchmark on one CUDA GPU: our path against the seed-equivalent eager path, same run.
+"""Engine benchmark on one CUDA GPU: the engine's paths against the seed-equivalent eager path.
 
 Random weights of the real SDXL + IP-Adapter Plus ViT-H shapes (nothing to download), written in
-the real on-disk layouts and loaded through the engine's real loaders. Both paths run the same job
-(same plan, same windows, same 25 DPM++ 2M Karras steps with CFG and six IP-Adapter crops):
+the real on-disk layouts and loaded through the engine's real loaders. Every path runs the same job
+(same plan, windows, 25 DPM++ 2M Karras steps with CFG and six IP-Adapter crops):
 
-- **seed-equivalent eager**: what the seed does per generation — fp16 weights with the VAE upcast
-  to fp32 (``force_upcast``), the change map blurred over the whole window with a 2-D 501-px
-  Gaussian and the Telea pre-fill run over the whole window, the unconditional image embedding
-  recomputed per generation;
-- **ours**: bf16 everywhere (the VAE too), the exact separable map and the cropped Telea of
-  :mod:`outpaint_engine.canvas`, the unconditional image embedding cached.
+- ``seed-eager fp16`` (the baseline of every ratio): what the seed does per generation — fp16
+  weights with the VAE upcast to fp32, the change map blurred over the whole window with a 2-D
+  501-px Gaussian and the Telea pre-fill over the whole window, the unconditional image embedding
+  recomputed, the merge on the CPU;
+- ``eager``: the engine with ``OUTPAINT_COMPILE=off`` (bf16, the exact separable map and the merge
+  on the GPU, the cropped Telea), then each lever on its own: ``graphs``, ``regional`` (the new
+  default), ``regional fast-fill`` (``OUTPAINT_FILL=telea-fast``), ``regional vae``
+  (``OUTPAINT_COMPILE_VAE``), ``regional fp8`` (``OUTPAINT_FP8``), ``full graphs``
+  (``OUTPAINT_COMPILE=reduce-overhead``).
 
-It also checks, at real shapes on CUDA, that every canvas has the planned size, holds no NaN
-garbage, and keeps the source pixels bit-exact outside the seam band.
+Paths are warmed up (compile and graph-capture time reported apart), then run interleaved for
+``--repeats`` rounds so clocks and heat treat them alike. A separate profiled run per path gives the
+per-stage table (each stage synchronised) and the GPU's idle time per expansion (CUDA kernel
+intervals from the profiler). Also: the bf16 matmul rate and the UNet's FLOPs (so its TFLOP/s),
+peak memory, the latent/pixel difference of every lossy lever against ``eager`` on the same noise,
+and every canvas is checked (planned sizes, real pixels, the source bit-exact outside the seam).
 
 Run from the repository root on a CUDA machine (see bench/README.md):
-``python -m bench.bench_engine --expansions 3 --repeats 2 --json results.json``
+``python -m bench.bench_engine --paths "seed-eager fp16" eager regional --json results.json``.
+``--tiny --device cpu`` runs the same code on the tiny test models (a check of the script).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import statistics
 import sys
@@ -34,39 +43,35 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from diffusers import StableDiffusionXLImg2ImgPipeline
 
-from outpaint_engine import canvas, differential, runner
+from outpaint_engine import canvas, device_canvas, models, runner
+from outpaint_engine.differential import latent_change_map
 from outpaint_engine.job import Direction, JobSpec
-from outpaint_engine.plan import scaled
+from outpaint_engine.models import Models
+from outpaint_engine.plan import Window, scaled
 from outpaint_engine.runner import Outpainter
-from tests.tiny_models import SDXL, save_ip_adapter, save_sdxl
+from tests.tiny_models import SDXL, TINY, save_ip_adapter, save_sdxl
 
 
-def _on_gpu() -> torch.device:
-    return torch.device("cuda")
-
-
-def build_models(root: Path) -> tuple[Path, Path]:
-    """Write random-weight SDXL and IP-Adapter Plus folders of the real shapes (fp16), once."""
+def build_models(root: Path, device: torch.device, tiny: bool) -> tuple[Path, Path]:
+    """Write random-weight SDXL and IP-Adapter Plus folders (fp16 at the real shapes), once."""
+    sizes, dtype = (TINY, None) if tiny else (SDXL, torch.float16)
     sdxl, ip = root / "sdxl", root / "ip-adapter"
     if not (sdxl / "model_index.json").exists():
-        with _on_gpu():  # random init on the GPU: seconds, not minutes
-            save_sdxl(sdxl, sizes=SDXL, dtype=torch.float16)
+        with device:  # random init on the GPU: seconds, not minutes
+            save_sdxl(sdxl, sizes=sizes, dtype=dtype)
     if not (ip / "models" / "image_encoder" / "config.json").exists():
-        with _on_gpu():
-            save_ip_adapter(ip, sdxl, sizes=SDXL, dtype=torch.float16)
+        with device:
+            save_ip_adapter(ip, sdxl, sizes=sizes, dtype=dtype)
     return sdxl, ip
 
 
-_window_inputs = canvas.window_inputs  # ours, kept before the timers wrap the module attribute
-
-
 def seed_window_inputs(
-    grown: np.ndarray, known: np.ndarray, window: Any, spec: JobSpec
+    grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec
 ) -> canvas.WindowInputs:
-    """The seed's per-generation CPU work: a 2-D blur and Telea over the whole window."""
-    ys = slice(window.y, window.y + window.size)
-    xs = slice(window.x, window.x + window.size)
+    """The seed's per-generation CPU work: a 2-D blur and Telea over the whole window (in BGR)."""
+    ys, xs = canvas.window_slices(window, grown.shape)
     window_known = known[ys, xs]
     offset = scaled(canvas.MASK_OFFSET, spec.window)
     ksize = scaled(canvas.BLUR_KERNEL, spec.window, odd=True)
@@ -75,26 +80,77 @@ def seed_window_inputs(
     mask = np.where(gray, canvas.GRAY, 255).astype(np.uint8)
     cmap = cv2.GaussianBlur(mask, (ksize, ksize), 0).astype(np.float32) / np.float32(255)
     hole = (~window_known).view(np.uint8) * np.uint8(255)
-    bgr = cv2.cvtColor(grown[ys, xs], cv2.COLOR_RGB2BGR)  # the seed works in BGR
+    bgr = cv2.cvtColor(grown[ys, xs], cv2.COLOR_RGB2BGR)
     filled = cv2.cvtColor(cv2.inpaint(bgr, hole, canvas.TELEA_RADIUS, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)
     crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
     return canvas.WindowInputs(filled, cmap, canvas.keep_weight(cmap, window_known), crops)
 
 
-class Timers:
-    """Wall time per stage (CUDA synchronised), accumulated over a run."""
+class SeedOutpainter(Outpainter):
+    """The seed's per-window work around the same models and loop: CPU map, fill and merge, the
+    "no image" branch re-encoded each time, the plain UNet (no batcher, no graphs)."""
 
-    def __init__(self) -> None:
+    def _window(self, grown, known, window, spec, text, seed, on_step) -> None:  # type: ignore[override]
+        m = self.models
+        inputs = seed_window_inputs(grown, known, window, spec)
+        m._uncond_image = None
+        image_embeds = m.encode_crops(inputs.crops, guidance=spec.guidance > 1)
+        x0 = m.encode_image(inputs.image)
+        change = torch.from_numpy(inputs.change_map)[None, None].to(m.device)
+        latents = runner.denoise(
+            m.unet,
+            m.new_scheduler(),
+            x0,
+            latent_change_map(change, tuple(x0.shape[-2:])),
+            m.conditioning(text, image_embeds, spec.window),
+            steps=spec.steps,
+            guidance=spec.guidance,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            on_step=on_step,
+        )
+        canvas.merge(grown, known, window, m.decode_latents(latents), inputs)
+
+
+def derive(base: Outpainter, **changes: Any) -> Outpainter:
+    """An engine sharing ``base``'s loaded weights, with its own UNet (and VAE when compiled)
+    prepared as ``changes`` say (compile mode, fp8, compile_vae)."""
+    settings = base.settings.model_copy(update=changes)
+    pipe = base.models.pipe
+    components = dict(pipe.components, unet=copy.deepcopy(pipe.unet))
+    if settings.compile_vae:
+        components["vae"] = copy.deepcopy(pipe.vae)
+    new_pipe = StableDiffusionXLImg2ImgPipeline(**components)
+    new_pipe.set_progress_bar_config(disable=True)
+    mode, unet_call = models._accelerate(new_pipe, settings, base.models.device)
+    derived = Models(new_pipe, base.models.ip_adapter, base.models.device, mode, unet_call)
+    derived.set_ip_adapter_scale(settings.ip_scale)
+    return Outpainter(derived, settings)
+
+
+def with_fill(engine: Outpainter, fill: str) -> Outpainter:
+    """The same models, another ``OUTPAINT_FILL``."""
+    return Outpainter(engine.models, engine.settings.model_copy(update={"fill": fill}))
+
+
+class Timers:
+    """Wall time per stage (device synchronised before and after), accumulated over a run."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.totals: dict[str, float] = defaultdict(float)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            torch.cuda.synchronize()
+            self.sync()
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                torch.cuda.synchronize()
+                self.sync()
                 self.totals[name] += time.perf_counter() - start
 
         return timed
@@ -110,6 +166,28 @@ def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, old)
 
 
+@contextlib.contextmanager
+def stage_timers(engine: Outpainter, timers: Timers) -> Iterator[None]:
+    m = engine.models
+    targets = [
+        (canvas, "prefill", "cpu: telea fill"),
+        (device_canvas, "window_maps", "map + merge weight"),
+        (device_canvas, "merge", "merge"),
+        (canvas, "merge", "merge"),
+        (runner, "denoise", "unet loop"),
+        (m, "encode_image", "vae encode"),
+        (m, "decode_pixels", "vae decode"),
+        (m, "encode_crops", "ip-adapter encode"),
+    ]
+    with contextlib.ExitStack() as stack:
+        for obj, name, label in targets:
+            if hasattr(obj, name):
+                stack.enter_context(patched(obj, name, timers.wrap(label, getattr(obj, name))))
+        stack.enter_context(patched(sys.modules[__name__], "seed_window_inputs", timers.wrap(
+            "cpu: seed map + telea", seed_window_inputs)))  # fmt: skip
+        yield
+
+
 def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A smooth synthetic photo with texture (not zeros: they hide bugs and time differently)."""
     rng = np.random.default_rng(seed)
@@ -120,38 +198,55 @@ def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
 
 
-def run_path(
-    engine: Outpainter, source: np.ndarray, spec: JobSpec, *, seed_style: bool
-) -> tuple[list[float], dict[str, float], list[np.ndarray]]:
-    """Run one job; return seconds per expansion step, stage totals and the canvases."""
-    timers = Timers()
-    models = engine.models
-    inputs_fn = seed_window_inputs if seed_style else _window_inputs
-    encode_crops = models.encode_crops
+def run_job(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> tuple[list[float], list[np.ndarray]]:
+    """Seconds per expansion step and the canvases."""
+    sync = Timers(engine.models.device).sync
+    times, canvases = [], []
+    sync()
+    start = time.perf_counter()
+    for result in engine.run(source, spec):
+        now = time.perf_counter()
+        times.append(now - start)
+        canvases.append(result.canvas)
+        start = now
+    return times, canvases
 
-    def crops(*args: Any, **kwargs: Any) -> Any:
-        if seed_style:
-            models._uncond_image = None  # the seed's pipeline re-encodes the "no image" branch
-        return encode_crops(*args, **kwargs)
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(patched(canvas, "window_inputs", timers.wrap("cpu: map+telea+crops", inputs_fn)))
-        stack.enter_context(patched(runner, "denoise", timers.wrap("unet loop", differential.denoise)))
-        stack.enter_context(patched(models, "encode_image", timers.wrap("vae encode", models.encode_image)))
-        stack.enter_context(
-            patched(models, "decode_latents", timers.wrap("vae decode", models.decode_latents))
-        )
-        stack.enter_context(patched(models, "encode_crops", timers.wrap("ip-adapter encode", crops)))
-        stack.enter_context(patched(canvas, "merge", timers.wrap("cpu: merge", canvas.merge)))
-        times, canvases = [], []
-        torch.cuda.synchronize()
+def gpu_idle_per_expansion(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> dict[str, float] | None:
+    """Wall time minus the union of CUDA kernel intervals, per expansion, from the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if engine.models.device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
-        for result in engine.run(source, spec):
-            now = time.perf_counter()
-            times.append(now - start)
-            canvases.append(result.canvas)
-            start = now
-    return times, dict(timers.totals), canvases
+        for _ in engine.run(source, spec):
+            pass
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    intervals = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start
+    )
+    if not intervals:
+        return {"wall_s": wall / spec.times, "kernels_seen": 0}
+    busy, cur_start, cur_end = 0.0, *intervals[0]
+    for s, e in intervals[1:]:
+        if s > cur_end:
+            busy += cur_end - cur_start
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    busy += cur_end - cur_start
+    span = (intervals[-1][1] - intervals[0][0]) / 1e6
+    return {
+        "wall_s": wall / spec.times,
+        "busy_s": busy / 1e6 / spec.times,
+        "idle_in_span_s": (span - busy / 1e6) / spec.times,
+        "kernels_seen": len(intervals),
+    }
 
 
 def check_canvases(engine: Outpainter, source: np.ndarray, spec: JobSpec, canvases: list[np.ndarray]) -> None:
@@ -166,86 +261,220 @@ def check_canvases(engine: Outpainter, source: np.ndarray, spec: JobSpec, canvas
     assert strip.std() > 1.0, "the new strip is flat (NaN decoded to black?)"
 
 
-PATHS = {  # name: (dtype, seed-style CPU work, OUTPAINT_COMPILE)
-    "seed-eager fp16": ("fp16", True, "off"),
-    "ours fp16": ("fp16", False, "off"),
-    "ours bf16": ("bf16", False, "off"),
-    "ours bf16 compiled": ("bf16", False, "default"),
-    "ours bf16 graphs": ("bf16", False, "reduce-overhead"),
+def matmul_tflops(device: torch.device) -> float | None:
+    """The bf16 matmul rate measured here (8192³, random data, mean of 10 after 3 warm-ups)."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return 10 * 2 * 8192**3 / (start.elapsed_time(end) / 1000) / 1e12
+
+
+def unet_flops(engine: Outpainter, spec: JobSpec) -> float:
+    """FLOPs of one UNet call (CFG batch) at the job's window, counted by torch's flop counter."""
+
+    m = engine.models
+    latent = spec.window // 8
+    with torch.inference_mode():
+        return _unet_flops(m, spec, latent)
+
+
+def _unet_flops(m: Models, spec: JobSpec, latent: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    text = m.encode_text("", "", guidance=True)
+    crops = [np.zeros((224, 224, 3), np.uint8)] * 6
+    cond = m.conditioning(text, m.encode_crops(crops, guidance=True) if m.ip_adapter else None, spec.window)
+    added = {"text_embeds": cond.pooled_embeds, "time_ids": cond.time_ids}
+    if cond.image_embeds is not None:
+        added["image_embeds"] = cond.image_embeds
+    sample = torch.randn(2, 4, latent, latent, device=m.device, dtype=m.unet.dtype)
+    with FlopCounterMode(display=False) as counter:
+        m.unet(sample, torch.tensor(500, device=m.device), encoder_hidden_states=cond.prompt_embeds,
+               added_cond_kwargs=added, return_dict=False)  # fmt: skip
+    return float(counter.get_total_flops())
+
+
+def final_latents(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> tuple[torch.Tensor, np.ndarray]:
+    """The first window's final latents and decoded pixels (same noise for every engine)."""
+    captured: dict[str, torch.Tensor] = {}
+    original = runner.denoise
+
+    def keep_latents(*args: Any, **kwargs: Any) -> torch.Tensor:
+        latents = original(*args, **kwargs)
+        captured.setdefault("latents", latents.float().clone())
+        return latents
+
+    with patched(runner, "denoise", keep_latents):
+        result = next(iter(engine.run(source, spec)))
+    return captured["latents"], result.canvas
+
+
+def differences(
+    reference: Outpainter, other: Outpainter, source: np.ndarray, spec: JobSpec
+) -> dict[str, float]:
+    """Relative latent difference ‖a − b‖/‖a‖ and the mean absolute pixel difference of one step."""
+    la, pa = final_latents(reference, source, spec)
+    lb, pb = final_latents(other, source, spec)
+    return {
+        "latent_rel": float((la - lb).norm() / la.norm()),
+        "pixel_mean_abs": float(np.abs(pa.astype(np.float32) - pb.astype(np.float32)).mean()),
+    }
+
+
+PATHS: dict[str, dict[str, Any]] = {  # name: engine settings on top of "eager" (None: the seed path)
+    "seed-eager fp16": {},
+    "eager": {},
+    "graphs": {"compile": "graphs"},
+    "regional": {"compile": "regional"},
+    "regional fast-fill": {"compile": "regional", "fill": "telea-fast"},
+    "regional vae": {"compile": "regional", "compile_vae": True},
+    "regional fp8": {"compile": "regional", "fp8": True},
+    "full graphs": {"compile": "reduce-overhead"},
 }
+LOSSY = ("graphs", "regional", "regional fast-fill", "regional vae", "regional fp8", "full graphs")
+
+
+def make_engines(
+    names: list[str], sdxl: Path, ip: Path, device: torch.device, tiny: bool
+) -> tuple[dict[str, Outpainter], dict[str, float]]:
+    """One engine per path (paths that differ only in the fill share one); their load times."""
+    common = {"model": str(sdxl), "ip_adapter": str(ip), "device": str(device), "compile": "off"}
+    if tiny:
+        common |= {"window": 64}
+    engines: dict[str, Outpainter] = {}
+    load_s: dict[str, float] = {}
+    eager: Outpainter | None = None
+    by_models: dict[tuple, Outpainter] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        if name == "seed-eager fp16":
+            engine = SeedOutpainter.load(**common, dtype="fp32" if tiny else "fp16")
+        else:
+            if eager is None:
+                eager = Outpainter.load(**common, dtype="fp32" if tiny else "bf16")
+            changes = dict(PATHS[name])
+            fill = changes.pop("fill", "telea")
+            key = tuple(sorted(changes.items()))
+            if key not in by_models:
+                by_models[key] = derive(eager, **changes) if changes else eager
+            engine = with_fill(by_models[key], fill)
+        engines[name] = engine
+        load_s[name] = time.perf_counter() - t0
+    return engines, load_s
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("/tmp/outpaint-bench-models"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="tiny test models (a check of this script)")
     parser.add_argument("--expansions", type=int, default=3)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--expand", type=int, default=256)
-    parser.add_argument("--width", type=int, default=1536, help="source width (its height is the window)")
     parser.add_argument(
-        "--paths",
-        nargs="+",
-        choices=list(PATHS),
-        default=["seed-eager fp16", "ours fp16", "ours bf16"],
-        help="what to run; the first is the baseline",
+        "--paths", nargs="+", choices=list(PATHS), default=["seed-eager fp16", "eager", "regional"]
     )
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each path")
-    parser.add_argument("--json", type=Path, help="write all numbers here")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-stage and idle runs")
+    parser.add_argument("--json", type=Path, help="write all numbers here (rewritten as they come)")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_engine needs a CUDA GPU", file=sys.stderr)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("bench_engine needs a CUDA GPU (or --tiny --device cpu)", file=sys.stderr)
         return 2
+    window = 64 if args.tiny else 1024
+    expand = max(8, args.expand * window // 1024)
+    results: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "paths": args.paths,
+    }
+
+    def save() -> None:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=float))
 
     t0 = time.perf_counter()
-    sdxl, ip = build_models(args.models)
-    print(f"models ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    source = photo(args.width, args.window)
-    spec = JobSpec(
-        Direction.RIGHT, args.expansions, args.expand, steps=args.steps, window=args.window, seed=7
-    )
-    warm = JobSpec(Direction.RIGHT, 1, args.expand, steps=3, window=args.window, seed=1)
-    paths = {name: PATHS[name] for name in args.paths}  # the first is the baseline of the ratios
-    results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "spec": spec.to_dict(),
-        "source": list(source.shape),
-        "repeats": args.repeats,
-    }
-    engines = {}
-    for name, (dtype, seed_style, compile_mode) in paths.items():
+    sdxl, ip = build_models(args.models, device, args.tiny)
+    results["models_s"] = time.perf_counter() - t0
+    results["matmul_tflops"] = matmul_tflops(device)
+    print(f"models ready in {results['models_s']:.0f} s; bf16 matmul {results['matmul_tflops']} TFLOP/s")
+    source = photo(window * 3 // 2, window)
+    spec = JobSpec(Direction.RIGHT, args.expansions, expand, steps=args.steps, window=window, seed=7)
+    warm = JobSpec(Direction.RIGHT, 1, expand, steps=3, window=window, seed=1)
+    results["spec"] = spec.to_dict()
+    engines, load_s = make_engines(args.paths, sdxl, ip, device, args.tiny)
+    results["unet_flops_per_call"] = unet_flops(engines.get("eager") or engines[args.paths[0]], spec)
+    for name, engine in engines.items():
         t0 = time.perf_counter()
-        engines[name] = Outpainter.load(
-            model=str(sdxl), ip_adapter=str(ip), device="cuda", dtype=dtype, compile=compile_mode
-        )
-        results[name] = {"load_s": time.perf_counter() - t0, "step_s": [], "stages_s": defaultdict(float)}
-        t0 = time.perf_counter()
-        run_path(engines[name], source, warm, seed_style=seed_style)  # warm-up: kernels, compiler
-        results[name]["warmup_s"] = time.perf_counter() - t0
-        print(f"{name}: load {results[name]['load_s']:.1f} s, warm-up {results[name]['warmup_s']:.1f} s")
+        for _ in range(2):  # the second settles what the first compiled or captured
+            run_job(engine, source, warm)
+        results[name] = {"load_s": load_s[name], "warmup_s": time.perf_counter() - t0, "step_s": []}
+        print(f"{name}: load {load_s[name]:.1f} s, warm-up {results[name]['warmup_s']:.1f} s", flush=True)
+        save()
     for _ in range(args.repeats):  # interleaved, so clocks and heat treat every path alike
-        for name, (_, seed_style, _) in paths.items():
-            times, stages, canvases = run_path(engines[name], source, spec, seed_style=seed_style)
-            check_canvases(engines[name], source, spec, canvases)
+        for name, engine in engines.items():
+            times, canvases = run_job(engine, source, spec)
+            check_canvases(engine, source, spec, canvases)
             results[name]["step_s"] += times
-            for stage, seconds in stages.items():
-                results[name]["stages_s"][stage] += seconds / (args.repeats * args.expansions)
             print(f"{name}: per expansion {[round(t, 3) for t in times]}", flush=True)
-
-    medians = {name: statistics.median(results[name]["step_s"]) for name in paths}
-    baseline = next(iter(medians.values()))
-    for name in paths:
+        save()
+    medians = {name: statistics.median(results[name]["step_s"]) for name in engines}
+    baseline = medians[args.paths[0]]
+    for name in engines:
         results[name]["median_s"] = medians[name]
         results[name]["ratio"] = baseline / medians[name]
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    print(f"\n{results['device']}, torch {results['torch']}, window {args.window}, {args.steps} steps")
-    print(f"{'s per expansion (mean)':24}" + "".join(f"{n:>20}" for n in paths))
-    for stage in sorted({s for n in paths for s in results[n]["stages_s"]}):
-        print(f"{stage:24}" + "".join(f"{results[n]['stages_s'].get(stage, 0):>20.3f}" for n in paths))
-    print(f"{'median, whole step':24}" + "".join(f"{medians[n]:>20.3f}" for n in paths))
-    print(f"{'ratio vs seed-eager':24}" + "".join(f"{results[n]['ratio']:>19.2f}x" for n in paths))
+    save()
+    if not args.no_profile:
+        for name, engine in engines.items():
+            timers = Timers(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with stage_timers(engine, timers):
+                run_job(engine, source, spec)
+            results[name]["stages_s"] = {k: v / spec.times for k, v in timers.totals.items()}
+            if device.type == "cuda":
+                results[name]["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            results[name]["gpu"] = gpu_idle_per_expansion(engine, source, spec)
+            unet_s = results[name]["stages_s"].get("unet loop")
+            if unet_s and results["matmul_tflops"]:
+                rate = results["unet_flops_per_call"] * spec.steps / unet_s / 1e12
+                results[name]["unet_tflops"] = rate
+            save()
+    if "eager" in engines:
+        for name in LOSSY:
+            if name in engines:
+                results[name]["vs_eager"] = differences(engines["eager"], engines[name], source, spec)
+        save()
+    print(f"\n{results['device']}, torch {results['torch']}, window {window}, {args.steps} steps")
+    print(f"{'s per expansion':24}" + "".join(f"{n:>20}" for n in engines))
+    stages = sorted({s for n in engines for s in results[n].get("stages_s", {})})
+    for stage in stages:
+        print(
+            f"{stage:24}" + "".join(f"{results[n].get('stages_s', {}).get(stage, 0):>20.3f}" for n in engines)
+        )
+    rows = {
+        "median, whole step": lambda n: f"{medians[n]:.3f}",
+        "ratio vs seed": lambda n: f"{results[n]['ratio']:.2f}x",
+        "warm-up s": lambda n: f"{results[n]['warmup_s']:.1f}",
+        "gpu idle s/expansion": lambda n: (
+            f"{(results[n].get('gpu') or {}).get('idle_in_span_s', float('nan')):.3f}"
+        ),
+        "unet TFLOP/s": lambda n: f"{results[n].get('unet_tflops', float('nan')):.0f}",
+        "latent diff vs eager": lambda n: (
+            f"{results[n].get('vs_eager', {}).get('latent_rel', float('nan')):.4f}"
+        ),
+    }
+    for label, cell in rows.items():
+        print(f"{label:24}" + "".join(f"{cell(n):>20}" for n in engines))
     return 0
 
 

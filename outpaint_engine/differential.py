@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DPMSolverMultistepScheduler
 
 SUPPORTED_SCHEDULERS = (DPMSolverMultistepScheduler,)
@@ -104,6 +105,18 @@ def _denoised(
     if prediction == "sample":
         return model_output
     return (x - sigma_t * model_output) / alpha
+
+
+def latent_change_map(change_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The window's change map (1, 1, H, W) at latent resolution, as the reference pipeline makes it.
+
+    The reference differential-diffusion pipeline resizes the map with torchvision's tensor
+    ``Resize(..., antialias=None)``, which is plain bilinear interpolation (no antialiasing: each
+    latent pixel reads the 2×2 map pixels around its centre). Antialiasing would average the whole
+    8×8 block instead and flip some per-step keep decisions near the strip, whose gray 50/255 sits
+    just under the 5/25 threshold.
+    """
+    return F.interpolate(change_map, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
 def keep_masks(change_map: torch.Tensor, steps: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ encoder); its ``__call__`` is never used.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,8 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLImg2ImgPipeline
 
+from outpaint_engine import fast_unet
+from outpaint_engine.batching import UNetBatcher
 from outpaint_engine.captioner import VisionLanguageCaptioner
 from outpaint_engine.differential import Conditioning, check_scheduler
 from outpaint_engine.settings import EngineSettings
@@ -179,39 +183,64 @@ def _check_time_ids(pipe: StableDiffusionXLImg2ImgPipeline) -> None:
 
 @dataclass
 class Models:
-    """Loaded SDXL components plus the encoders the runner needs around the denoising loop."""
+    """Loaded SDXL components plus the encoders the runner needs around the denoising loop.
+
+    The denoising loop calls :attr:`batcher` rather than the UNet: it runs the UNet as
+    ``OUTPAINT_COMPILE`` prepared it (:mod:`outpaint_engine.fast_unet`) and batches the calls of
+    jobs that run at the same time (:mod:`outpaint_engine.batching`).
+    """
 
     pipe: StableDiffusionXLImg2ImgPipeline
     ip_adapter: bool
     device: torch.device  # where the computation runs (the GPU even when weights are offloaded)
-    compiled: bool = False  # the UNet is compiled (OUTPAINT_COMPILE)
+    compile_mode: str = "off"  # the resolved OUTPAINT_COMPILE (never "auto")
+    unet_call: Callable[..., tuple[torch.Tensor, ...]] | None = None  # the UNet as prepared; None = eager
+    batcher: UNetBatcher = field(init=False, repr=False)
     _uncond_image: torch.Tensor | None = field(default=None, repr=False)
+    _ip_scale: float | None = field(default=None, repr=False)
+    _text_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = UNetBatcher(self.unet_call or self.pipe.unet)
 
     @property
     def unet(self) -> torch.nn.Module:
         return self.pipe.unet
+
+    @property
+    def compiled(self) -> bool:
+        """The UNet is compiled or graphed: :meth:`Outpainter.warm_up` should run before jobs."""
+        return self.compile_mode != "off"
 
     def new_scheduler(self) -> DPMSolverMultistepScheduler:
         """A fresh scheduler (schedulers hold per-run state), configured like the loaded one."""
         return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
 
     def set_ip_adapter_scale(self, scale: float) -> None:
-        if self.ip_adapter:
-            self.pipe.set_ip_adapter_scale(scale)
+        if not self.ip_adapter or scale == self._ip_scale:
+            return
+        self.pipe.set_ip_adapter_scale(scale)
+        self._ip_scale = scale
+        if isinstance(self.unet_call, fast_unet.GraphedUNet):
+            self.unet_call.reset()  # the scale is baked into captured graphs
 
     # --- conditioning -------------------------------------------------------------------------
 
     def encode_text(
         self, prompt: str, negative_prompt: str, *, guidance: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt embeddings and pooled embeddings, negative first when ``guidance`` is on."""
-        embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
-            prompt=prompt,
-            device=self.device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=guidance,
-            negative_prompt=negative_prompt,
-        )
+        """Prompt embeddings and pooled embeddings, negative first when ``guidance`` is on.
+
+        One job at a time: the tokenizers change their own padding state while they work.
+        """
+        with self._text_lock:
+            embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+                prompt=prompt,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=guidance,
+                negative_prompt=negative_prompt,
+            )
         if guidance:
             return torch.cat([neg, embeds]), torch.cat([neg_pooled, pooled])
         return embeds, pooled
@@ -258,29 +287,32 @@ class Models:
         latents = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mode()
         return latents.float() * vae.config.scaling_factor
 
-    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
-        """Scaled latents (1, 4, h, w) → (8h)×(8w)×3 uint8 RGB."""
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (1, 4, h, w) → (8h)×(8w)×3 uint8 RGB, left on the device."""
         vae = self.pipe.vae
         pixels = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
         pixels = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round()
-        return pixels.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return pixels.to(torch.uint8).permute(1, 2, 0)
+
+    def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
+        """Scaled latents (1, 4, h, w) → (8h)×(8w)×3 uint8 RGB."""
+        return self.decode_pixels(latents).cpu().numpy()
 
 
-def _compile_unet(unet: torch.nn.Module, settings: EngineSettings, device: torch.device) -> bool:
-    """Compile the UNet in place (``OUTPAINT_COMPILE``); CUDA only, and not with offloading.
-
-    Returns whether it did. Every window has the same size, so one graph serves every job; the
-    compiler runs on the first denoising step (minutes, which :meth:`Outpainter.warm_up
-    <outpaint_engine.runner.Outpainter.warm_up>` spends at load) and keeps its artifacts in its
-    on-disk cache for the next start.
-    """
-    if settings.compile == "off":
-        return False
-    if device.type != "cuda" or settings.low_vram:
-        log.warning("OUTPAINT_COMPILE only applies to CUDA without low-VRAM mode; running eagerly")
-        return False
-    unet.compile(mode=settings.compile, dynamic=False)
-    return True
+def _accelerate(pipe: StableDiffusionXLImg2ImgPipeline, settings: EngineSettings, device: torch.device):
+    """Prepare the UNet (and VAE) as ``OUTPAINT_COMPILE`` / ``OUTPAINT_FP8`` ask; returns the
+    resolved compile mode and what the loop calls (None: the plain UNet)."""
+    mode = fast_unet.resolve_compile(settings.compile, device, settings.low_vram)
+    fp8 = settings.fp8
+    if fp8 and (reason := fast_unet.fp8_supported(device)) is not None:
+        log.warning("OUTPAINT_FP8 ignored: %s", reason)
+        fp8 = False
+    if mode != "off":
+        fast_unet.use_compile_cache(settings.compile_cache_dir)
+    unet_call = fast_unet.accelerate_unet(pipe.unet, mode, fp8=fp8)
+    if settings.compile_vae and mode != "off":
+        log.info("compiling %d VAE blocks", fast_unet.compile_regions(pipe.vae))
+    return mode, (None if unet_call is pipe.unet else unet_call)
 
 
 def load_models(settings: EngineSettings, *, single_file_config: str | None = None) -> Models:
@@ -306,9 +338,9 @@ def load_models(settings: EngineSettings, *, single_file_config: str | None = No
         if settings.low_vram:
             log.warning("low-VRAM mode only applies to CUDA; running on %s as usual", device)
         pipe.to(device)
-    compiled = _compile_unet(pipe.unet, settings, device)
+    mode, unet_call = _accelerate(pipe, settings, device)
     pipe.set_progress_bar_config(disable=True)
-    models = Models(pipe, ip_adapter, pipe._execution_device, compiled)
+    models = Models(pipe, ip_adapter, pipe._execution_device, mode, unet_call)
     models.set_ip_adapter_scale(settings.ip_scale)
     return models
 

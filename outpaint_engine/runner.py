@@ -16,21 +16,28 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from outpaint_engine import canvas
+from outpaint_engine import canvas, device_canvas
 from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
 from outpaint_engine.captioner import Captioner
-from outpaint_engine.differential import Conditioning, DenoiseStep, StepCallback, denoise, latent_preview
+from outpaint_engine.differential import (
+    DenoiseStep,
+    StepCallback,
+    denoise,
+    latent_change_map,
+    latent_preview,
+)
 from outpaint_engine.job import CancelToken, Direction, JobSpec
 from outpaint_engine.models import Models, load_captioner, load_models
-from outpaint_engine.plan import Plan, PlanStep, plan_job
+from outpaint_engine.plan import Plan, PlanStep, Window, plan_job
 from outpaint_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
 PREVIEW_EVERY = 5
 """A preview goes with every this many denoising steps (and with the last one of a window)."""
+FILL_SCALES = {"telea": 1, "telea-fast": 4}
+"""``OUTPAINT_FILL``: how many times the Telea pre-fill's working resolution is reduced."""
 
 
 class Outpainter:
@@ -154,7 +161,6 @@ class Outpainter:
         for index, window in enumerate(step.windows):
             if cancel:
                 cancel.raise_if_cancelled()
-            inputs = canvas.window_inputs(grown, known, window, spec)
             offset = index * spec.steps
 
             def report(s: DenoiseStep, offset: int = offset) -> None:
@@ -166,37 +172,44 @@ class Outpainter:
                     cancel.raise_if_cancelled()
 
             seed = step_seed(spec.seed, step.index, index)
-            generated = self._generate(inputs, spec, text, seed, report)
-            canvas.merge(grown, known, window, generated, inputs)
+            self._window(grown, known, window, spec, text, seed, report)
         return grown
 
-    def _generate(
+    def _window(
         self,
-        inputs: canvas.WindowInputs,
+        grown: np.ndarray,
+        known: np.ndarray,
+        window: Window,
         spec: JobSpec,
         text: tuple[torch.Tensor, torch.Tensor],
         seed: int,
         on_step: StepCallback,
-    ) -> np.ndarray:
-        """One window: encode, condition, denoise, decode."""
+    ) -> None:
+        """One window, generated and merged into ``grown`` in place.
+
+        The GPU work is queued before the CPU's (the Telea fill) so the two overlap, and the map,
+        the decoded window and the merge stay on the device (:mod:`outpaint_engine.device_canvas`).
+        """
         models = self.models
-        guidance = spec.guidance > 1
-        x0 = models.encode_image(inputs.image)
-        change = torch.from_numpy(inputs.change_map)[None, None].to(models.device)
-        change = F.interpolate(
-            change, size=x0.shape[-2:], mode="bilinear", align_corners=False, antialias=True
-        )
-        image_embeds = models.encode_crops(inputs.crops, guidance=guidance) if models.ip_adapter else None
-        cond: Conditioning = models.conditioning(text, image_embeds, spec.window)
-        latents = denoise(
-            models.unet,
-            models.new_scheduler(),
-            x0,
-            change,
-            cond,
-            steps=spec.steps,
-            guidance=spec.guidance,
-            generator=torch.Generator("cpu").manual_seed(seed),
-            on_step=on_step,
-        )
-        return models.decode_latents(latents)
+        ys, xs = canvas.window_slices(window, grown.shape)
+        window_known = known[ys, xs]
+        maps = device_canvas.window_maps(window_known, spec, models.device)
+        image_embeds = None
+        if models.ip_adapter:  # the newest real pixels, never the fill
+            crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
+            image_embeds = models.encode_crops(crops, guidance=spec.guidance > 1)
+        filled = canvas.prefill(grown[ys, xs], window_known, scale=FILL_SCALES[self.settings.fill])
+        x0 = models.encode_image(filled)
+        with models.batcher.joined():
+            latents = denoise(
+                models.batcher,
+                models.new_scheduler(),
+                x0,
+                latent_change_map(maps.change, tuple(x0.shape[-2:])),
+                models.conditioning(text, image_embeds, spec.window),
+                steps=spec.steps,
+                guidance=spec.guidance,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                on_step=on_step,
+            )
+        device_canvas.merge(grown, known, window, models.decode_pixels(latents), maps.keep)

@@ -42,10 +42,27 @@ class EngineSettings(BaseSettings):
     device: str = Field("auto", description="auto, cuda, cuda:N, mps or cpu.")
     dtype: str = Field("auto", description="auto, fp16, bf16 or fp32 (auto: bf16 on CUDA, fp32 on CPU).")
     low_vram: bool = Field(False, description="Model CPU offload: slower, fits small GPUs.")
-    compile: Literal["off", "default", "reduce-overhead"] = Field(
-        "off",
-        description="torch.compile the UNet on CUDA ('reduce-overhead' adds CUDA graphs): faster "
-        "steps, but the first job waits minutes for the compiler (cached on disk afterwards).",
+    compile: Literal["auto", "off", "graphs", "regional", "default", "reduce-overhead"] = Field(
+        "auto",
+        description="How the UNet runs on CUDA: 'auto' = 'regional' on CUDA, eager elsewhere; 'off' "
+        "eager; 'graphs' eager kernels replayed from CUDA graphs; 'regional' its repeated blocks "
+        "compiled, replayed from CUDA graphs; 'default' / 'reduce-overhead' the whole UNet compiled "
+        "(without / with CUDA graphs). Compiled kernels are cached on disk (compile_cache_dir).",
+    )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="Where compiled kernels are kept across restarts (TORCHINDUCTOR_CACHE_DIR wins "
+        "when set); empty = torch's default under /tmp.",
+    )
+    compile_vae: bool = Field(False, description="Also compile the VAE's blocks (with OUTPAINT_COMPILE).")
+    fp8: bool = Field(
+        False,
+        description="Run the UNet's large linear layers in float8 (CUDA compute capability 8.9+, torchao).",
+    )
+    fill: Literal["telea", "telea-fast"] = Field(
+        "telea",
+        description="Pre-fill of the new strip: Telea at full resolution, or 'telea-fast' at a quarter "
+        "of it (16x less CPU work; see docs/engine.md for its effect).",
     )
     window: int = Field(1024, description="Generation window in px (a multiple of 64).")
     steps: int = 25

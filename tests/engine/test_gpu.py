@@ -1,4 +1,5 @@
-"""The engine on CUDA (tiny models): dtypes, the fp16 VAE upcast, low-VRAM offload.
+"""The engine on CUDA (tiny models): dtypes, the fp16 VAE upcast, low-VRAM offload, the compile
+modes and CUDA graphs, the device-side map and merge, batched concurrent jobs, FP8.
 
 Skipped unless OUTPAINT_TEST_GPU=1; run on a CUDA machine with
 ``OUTPAINT_TEST_GPU=1 python -m pytest -q tests/engine/test_gpu.py``.
@@ -6,6 +7,7 @@ Skipped unless OUTPAINT_TEST_GPU=1; run on a CUDA machine with
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from outpaint_engine import canvas, device_canvas, fast_unet
 from outpaint_engine.job import Direction, JobSpec
+from outpaint_engine.plan import plan_job
 from outpaint_engine.runner import Outpainter
 from tests.conftest import TINY_STEPS, TINY_WINDOW
 
@@ -64,14 +68,82 @@ def test_cuda_fp32_follows_the_cpu_result(
     assert np.abs(on_cpu - on_gpu).mean() < 2.0
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compiled_unet_follows_the_eager_result(tiny_engine_settings: dict[str, Any], mode: str) -> None:
+@pytest.mark.parametrize("mode", ["graphs", "regional", "default", "reduce-overhead"])
+def test_accelerated_unet_follows_the_eager_result(tiny_engine_settings: dict[str, Any], mode: str) -> None:
     spec = replace(SPEC, times=1)
-    eager = _load(tiny_engine_settings, dtype="fp32")
-    compiled = _load(tiny_engine_settings, dtype="fp32", compile=mode)
-    assert compiled.models.unet._compiled_call_impl is not None
-    assert compiled.models.compiled  # so load warmed it up
+    eager = _load(tiny_engine_settings, dtype="fp32", compile="off")
+    fast = _load(tiny_engine_settings, dtype="fp32", compile=mode)
+    assert fast.models.compile_mode == mode and fast.models.compiled  # so load warmed it up
+    if mode in ("graphs", "regional"):
+        assert isinstance(fast.models.unet_call, fast_unet.GraphedUNet)
     want = list(eager.run(_photo(), spec))[-1].canvas.astype(np.float32)
-    for _ in range(2):  # the second run replays what the first compiled (and, with graphs, recorded)
-        got = list(compiled.run(_photo(), spec))[-1].canvas.astype(np.float32)
+    for _ in range(2):  # the second run replays what the first compiled or captured
+        got = list(fast.run(_photo(), spec))[-1].canvas.astype(np.float32)
         assert np.abs(want - got).mean() < 2.0
+
+
+def test_auto_compile_on_cuda_is_regional(tiny_engine_settings: dict[str, Any]) -> None:
+    engine = _load(tiny_engine_settings, compile="auto")
+    assert engine.models.compile_mode == "regional"
+
+
+def test_device_map_weight_and_merge_are_bit_exact_on_cuda() -> None:
+    spec = JobSpec(Direction.DOWN, expand_px=16, window=TINY_WINDOW)
+    rng = np.random.default_rng(4)
+    source = rng.integers(0, 256, (80, 64, 3), dtype=np.uint8)
+    step = plan_job(64, 80, spec).steps[0]
+    grown, known = canvas.grow(source, step)
+    (window,) = step.windows
+    inputs = canvas.window_inputs(grown, known, window, spec)
+    ys, xs = canvas.window_slices(window, grown.shape)
+    maps = device_canvas.window_maps(known[ys, xs], spec, torch.device("cuda"))
+    np.testing.assert_array_equal(maps.change[0, 0].cpu().numpy(), inputs.change_map)
+    np.testing.assert_array_equal(maps.keep.cpu().numpy(), inputs.keep_weight)
+    generated = rng.integers(0, 256, (TINY_WINDOW, TINY_WINDOW, 3), dtype=np.uint8)
+    on_cpu, known_cpu = grown.copy(), known.copy()
+    canvas.merge(on_cpu, known_cpu, window, generated, inputs)
+    device_canvas.merge(grown, known, window, torch.from_numpy(generated).cuda(), maps.keep)
+    np.testing.assert_array_equal(grown, on_cpu)
+
+
+def test_concurrent_jobs_share_batched_unet_calls_on_cuda(tiny_engine_settings: dict[str, Any]) -> None:
+    engine = _load(tiny_engine_settings, dtype="fp32", compile="graphs")
+    specs = [replace(SPEC, seed=seed, steps=4) for seed in (1, 2, 3)]
+    alone = [list(engine.run(_photo(), spec))[-1].canvas for spec in specs]
+    together: list[np.ndarray | None] = [None] * 3
+
+    def run(i: int) -> None:
+        together[i] = list(engine.run(_photo(), specs[i]))[-1].canvas
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert engine.models.batcher.largest_batch >= 2
+    for a, b in zip(alone, together, strict=True):
+        assert b is not None
+        assert np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() < 1.0
+
+
+def test_fp8_converts_large_block_linears_and_stays_close() -> None:
+    pytest.importorskip("torchao")
+    if fast_unet.fp8_supported(torch.device("cuda")) is not None:
+        pytest.skip(fast_unet.fp8_supported(torch.device("cuda")))
+
+    class Blocks(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer_blocks = torch.nn.ModuleList(
+                [torch.nn.Linear(1024, 2048), torch.nn.Linear(64, 64)]
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.transformer_blocks[0](x)
+
+    model = Blocks().cuda().to(torch.bfloat16)
+    x = torch.randn(256, 1024, device="cuda", dtype=torch.bfloat16)
+    want = model(x).float()
+    assert fast_unet.quantize_fp8(model) == 1  # the 64-wide layer stays in bf16
+    got = torch.compile(model)(x).float()
+    assert float((got - want).norm() / want.norm()) < 0.1

@@ -12,7 +12,8 @@ from diffusers import DPMSolverMultistepScheduler
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 from safetensors.torch import save_file
 
-from outpaint_engine.models import ModelLoadError, _compile_unet, load_models, resolve_device, resolve_dtype
+from outpaint_engine import fast_unet
+from outpaint_engine.models import ModelLoadError, load_models, resolve_device, resolve_dtype
 from outpaint_engine.settings import EngineSettings
 from tests.tiny_models import IMAGE_ENCODER_WIDTH, IMAGE_TOKENS
 
@@ -173,13 +174,16 @@ def test_single_file_that_is_not_an_sdxl_checkpoint(
         load_models(_settings(tiny_engine_settings, model=str(other), ip_adapter=""))
 
 
-def test_compile_is_off_by_default_and_skipped_off_cuda(
+def test_compile_is_auto_by_default_and_eager_off_cuda(
     tiny_engine_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert EngineSettings().compile == "off"
-    eager = load_models(EngineSettings(**tiny_engine_settings))
+    assert EngineSettings().compile == "auto"
+    with caplog.at_level("WARNING"):
+        eager = load_models(EngineSettings(**{**tiny_engine_settings, "compile": "auto"}))
     assert eager.unet._compiled_call_impl is None
     assert eager.compiled is False
+    assert eager.batcher.unet is eager.unet  # the loop calls the plain UNet through the batcher
+    assert "only applies to CUDA" not in caplog.text  # auto says nothing where it does not apply
     settings = EngineSettings(**{**tiny_engine_settings, "compile": "reduce-overhead"})
     with caplog.at_level("WARNING"):
         models = load_models(settings)
@@ -188,29 +192,73 @@ def test_compile_is_off_by_default_and_skipped_off_cuda(
     assert "only applies to CUDA" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("mode", "device", "low_vram", "resolved"),
+    [
+        ("auto", "cuda", False, "regional"),
+        ("auto", "cpu", False, "off"),
+        ("auto", "cuda", True, "off"),
+        ("graphs", "cuda", False, "graphs"),
+        ("reduce-overhead", "cuda", False, "reduce-overhead"),
+        ("default", "cuda", True, "off"),
+        ("regional", "mps", False, "off"),
+        ("off", "cuda", False, "off"),
+    ],
+)
+def test_compile_mode_resolution(mode: str, device: str, low_vram: bool, resolved: str) -> None:
+    assert fast_unet.resolve_compile(mode, torch.device(device), low_vram) == resolved
+
+
 class _RecordingModule(torch.nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, *children: torch.nn.Module) -> None:
         super().__init__()
+        self.children_ = torch.nn.ModuleList(children)
         self.compiled_with: dict[str, Any] | None = None
 
     def compile(self, **kwargs: Any) -> None:
         self.compiled_with = kwargs
 
 
-@pytest.mark.parametrize(
-    ("mode", "device", "low_vram", "compiled"),
-    [
-        ("reduce-overhead", "cuda", False, True),
-        ("default", "cuda", False, True),
-        ("off", "cuda", False, False),
-        ("default", "cuda", True, False),
-        ("default", "mps", False, False),
-    ],
-)
-def test_compile_unet_reports_whether_it_compiled(
-    mode: str, device: str, low_vram: bool, compiled: bool
+class BasicTransformerBlock(_RecordingModule):
+    """Named like diffusers' block: regional compilation picks classes by name."""
+
+
+class ResnetBlock2D(_RecordingModule):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_whole_unet_compile_modes_compile_the_unet_itself(mode: str) -> None:
+    unet = _RecordingModule()
+    assert fast_unet.accelerate_unet(unet, mode, fp8=False) is unet
+    assert unet.compiled_with == {"mode": mode, "dynamic": False}
+
+
+def test_regional_mode_compiles_each_repeated_block_and_replays_graphs() -> None:
+    blocks = [BasicTransformerBlock(), BasicTransformerBlock(), ResnetBlock2D()]
+    other = _RecordingModule()
+    unet = _RecordingModule(*blocks, other)
+    call = fast_unet.accelerate_unet(unet, "regional", fp8=False)
+    assert isinstance(call, fast_unet.GraphedUNet) and call.unet is unet
+    assert [b.compiled_with for b in blocks] == [{"dynamic": False}] * 3
+    assert other.compiled_with is None and unet.compiled_with is None
+
+
+def test_graphs_mode_compiles_nothing() -> None:
+    block = BasicTransformerBlock()
+    unet = _RecordingModule(block)
+    call = fast_unet.accelerate_unet(unet, "graphs", fp8=False)
+    assert isinstance(call, fast_unet.GraphedUNet)
+    assert block.compiled_with is None and unet.compiled_with is None
+
+
+def test_off_mode_and_fp8_off_cuda(
+    tiny_engine_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     unet = _RecordingModule()
-    settings = EngineSettings(compile=mode, low_vram=low_vram)
-    assert _compile_unet(unet, settings, torch.device(device)) is compiled
-    assert unet.compiled_with == ({"mode": mode, "dynamic": False} if compiled else None)
+    assert fast_unet.accelerate_unet(unet, "off", fp8=False) is unet
+    assert fast_unet.fp8_supported(torch.device("cpu")) == "FP8 needs a CUDA GPU"
+    with caplog.at_level("WARNING"):
+        models = load_models(EngineSettings(**{**tiny_engine_settings, "fp8": True}))
+    assert "OUTPAINT_FP8 ignored: FP8 needs a CUDA GPU" in caplog.text
+    assert models.unet_call is None

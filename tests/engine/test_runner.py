@@ -205,7 +205,9 @@ def test_inference_mode_does_not_leak_between_steps(tiny_engine: Outpainter) -> 
 def test_load_warms_up_a_compiled_engine(
     tiny_engine: Outpainter, tiny_engine_settings: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "load_models", lambda _settings: replace(tiny_engine.models, compiled=True))
+    monkeypatch.setattr(
+        runner, "load_models", lambda _settings: replace(tiny_engine.models, compile_mode="graphs")
+    )
     warmed: list[Outpainter] = []
     monkeypatch.setattr(Outpainter, "warm_up", lambda engine: warmed.append(engine))
     engine = Outpainter.load(**tiny_engine_settings)
