@@ -196,15 +196,6 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width
     return lines
 
 
-def stack(*rows: Image.Image) -> Image.Image:
-    out = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
-    y = 0
-    for row in rows:
-        out.paste(row, (0, y))
-        y += row.height
-    return out
-
-
 # --- the pictures --------------------------------------------------------------------------------
 
 
