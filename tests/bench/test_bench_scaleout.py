@@ -25,7 +25,7 @@ def test_two_workers_one_killed_lose_nothing_repeat_nothing_and_stay_fair(
     out = tmp_path / "scaleout.json"
     argv = [
         "--tiny", str(tiny_models_root), "--workers", "2", "--users", "3", "--jobs-per-user", "2",
-        "--kill", "--heartbeat", "0.2", "--reclaim-after", "1", "--start-timeout", "120",
+        "--kill", "--no-warmup", "--heartbeat", "0.2", "--reclaim-after", "1", "--start-timeout", "120",
         "--run-timeout", "120", "--workdir", str(tmp_path / "work"), "--json", str(out),
     ]  # fmt: skip
     assert bench_scaleout.main(argv) == 0, capsys.readouterr().err
