@@ -36,6 +36,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in LOSSY:
             if name in engines:
                 results[name]["vs_eager"] = differences(engines["eager"], engines[name], source, spec)
+        save()
+    if "regional" in engines and "regional fast-fill" in engines:  # the cheaper fill, against a reroll
+        regional = engines["regional"]
+        results["fill_effect"] = differences(regional, engines["regional fast-fill"], source, spec)
+        results["seed_effect"] = differences(regional, regional, source, spec, other_seed=spec.seed + 1)
         save()
     print(f"\n{results['device']}, torch {results['torch']}, window {window}, {args.steps} steps")
     print(f"{'s per expansion':24}" + "".join(f"{n:>20}" for n in engines))
