@@ -36,7 +36,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import replace
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
