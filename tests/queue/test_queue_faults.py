@@ -230,7 +230,7 @@ async def test_redis_killed_and_restarted_mid_job(
         gate.touch()  # the worker goes on and meets a dead Redis
 
         async def worker_retries() -> bool:
-            return "Redis unreachable while" in (tmp_path / "survivor.out").read_text()
+            return "Redis unavailable while" in (tmp_path / "survivor.out").read_text()
 
         await eventually(worker_retries, "the worker to find Redis gone")
         redis_server.start()
