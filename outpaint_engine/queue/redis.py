@@ -75,15 +75,16 @@ FOLLOW_BLOCK_S = 5.0
 """How long one blocking read of a job's events waits before checking the job still exists."""
 
 
-def _client_options(retry_class: type, timeout_s: float, *, read_s: float | None = None) -> dict[str, Any]:
+def _client_options(retry_class: type, timeout_s: float, read_s: float) -> dict[str, Any]:
     """Client options: a command that meets a dropped connection (a Redis restart) reconnects and
-    is tried again a few times (within a second) before the error surfaces; one that gets no answer
-    within ``timeout_s`` (``read_s`` for blocking commands) fails at once (a frozen Redis)."""
+    is tried again a few times (within 0.2 s) before the error surfaces; a connection that is
+    not made within ``timeout_s``, or a command that gets no answer within ``read_s``, fails at
+    once (a frozen Redis, a black-holed network)."""
     return {
         "socket_connect_timeout": timeout_s,
-        "socket_timeout": read_s or timeout_s,
+        "socket_timeout": read_s,
         "retry": retry_class(
-            ExponentialBackoff(cap=0.5, base=0.05), 3, supported_errors=(RedisConnectionError,)
+            ExponentialBackoff(cap=0.1, base=0.01), 3, supported_errors=(RedisConnectionError,)
         ),
     }
 
@@ -157,11 +158,11 @@ class RedisQueue(JobQueue):
         self.url = describe_url(settings.queue)
         self.timeout_s = settings.queue_timeout_s
         self.follow_block_s = follow_block_s
-        retry = redis.asyncio.retry.Retry
-        self.r = aioredis.Redis.from_url(settings.queue, **_client_options(retry, self.timeout_s))
+        retry, backstop_s = redis.asyncio.retry.Retry, 2 * self.timeout_s  # _ask() is the deadline
+        self.r = aioredis.Redis.from_url(settings.queue, **_client_options(retry, self.timeout_s, backstop_s))
         # Blocking reads of events, on connections of their own whose timeout covers the block.
         self._follow = aioredis.Redis.from_url(
-            settings.queue, **_client_options(retry, self.timeout_s, read_s=follow_block_s + self.timeout_s)
+            settings.queue, **_client_options(retry, self.timeout_s, follow_block_s + backstop_s)
         )
         self._scripts = {name: self.r.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
 
@@ -387,7 +388,7 @@ class RedisWorkerSide(WorkerSide):
             **_client_options(
                 redis.retry.Retry,
                 settings.queue_timeout_s,
-                read_s=settings.queue_timeout_s + self.idle_wait_s,
+                settings.queue_timeout_s + self.idle_wait_s,
             ),
         )
         self._scripts = {name: self.r.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
@@ -494,11 +495,12 @@ class RedisWorkerSide(WorkerSide):
 
     def started(self, claim: Claim, total_steps: int) -> None:
         event = Started(claim.job.id, total_steps)
-        self._write(claim, "publishing", "publish", _event_json(event), total_steps)
+        self._write(claim, "publishing", "publish", _event_json(event), f"{claim.token}:started", total_steps)
         claim.job.total_steps = total_steps
 
     def progress(self, claim: Claim, event: Progress) -> None:
-        self._write(claim, "publishing", "publish", _event_json(event))
+        key = f"{claim.token}:{event.step}:{event.denoise}"
+        self._write(claim, "publishing", "publish", _event_json(event), key)
 
     def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
         event = Expanded(claim.job.id, step, claim.job.total_steps, width, height)

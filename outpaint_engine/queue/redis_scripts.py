@@ -5,7 +5,8 @@ Keys (prefix ``P``, ``outpaint:``)::
     P job:<id>         hash: json (the job as submitted), state, steps_done, total_steps, est_steps,
                        attempts, stalls (deliveries that stored no new step), started_at,
                        finished_at, error, user, guild, round, member,
-                       owner (claim token of the worker running it), entry (its work-stream entry)
+                       owner (claim token of the worker running it), entry (its work-stream entry),
+                       published (key of the last event its worker published)
     P ev:<id>          stream of the job's events, entry ids 0-1, 0-2, ... (the sequence numbers)
     P img:<id>:source  the source PNG; P img:<id>:<step> the checkpoints (all with a TTL)
     P cancel:<id>      cancel flag of a running job
@@ -238,12 +239,17 @@ redis.call('XCLAIM', WORK, GROUP, consumer, 0, entry, 'JUSTID')
 return cancel_flag(id)
 """
 
-# ARGV: P, id, token, event json[, total_steps] -> 0 lost, 1 ok, 2 ok and cancel requested
+# ARGV: P, id, token, event json, event key[, total_steps] -> 0 lost, 1 ok, 2 ok and cancel requested.
+# The key names the event within the delivery: a worker that sent it again (its first try timed out
+# while Redis was frozen, and Redis ran both once it woke up) publishes it once.
 PUBLISH = r"""
 local id, token = ARGV[2], ARGV[3]
 if not owns(id, token) then return 0 end
-if ARGV[5] then redis.call('HSET', jkey(id), 'total_steps', ARGV[5]) end
-publish(id, ARGV[4])
+if redis.call('HGET', jkey(id), 'published') ~= ARGV[5] then
+  if ARGV[6] then redis.call('HSET', jkey(id), 'total_steps', ARGV[6]) end
+  redis.call('HSET', jkey(id), 'published', ARGV[5])
+  publish(id, ARGV[4])
+end
 return cancel_flag(id)
 """
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +104,19 @@ class RedisServer:
         self.process.kill()
         self.process.wait()
 
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP: the server keeps its connections and answers nothing, until SIGCONT."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a test that failed while it was frozen
             self.process.terminate()
             self.process.wait(timeout=10)
 
@@ -167,6 +181,7 @@ class Harness:
         self.settings = settings
         self.engine = engine
         self.queue: JobQueue
+        self.redis_server: RedisServer | None = None  # the Redis backend's server
         self._worker: Worker | None = None
         self._side: RedisWorkerSide | None = None
         self._thread: threading.Thread | None = None
@@ -187,6 +202,21 @@ class Harness:
             queue = RedisQueue(self.settings)
         await queue.start()
         return queue
+
+    @contextmanager
+    def unresponsive(self) -> Iterator[None]:
+        """The backend stops answering: Redis is frozen (SIGSTOP); the embedded journal is
+        write-locked by another connection, as another process would hold it."""
+        if self.redis_server is not None:
+            with self.redis_server.frozen():
+                yield
+            return
+        db = sqlite3.connect(self.settings.data_dir / "queue.sqlite3", isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            db.close()  # rolls back
 
     async def restart_bot(self) -> None:
         """A new JobQueue instance, as after a bot restart (the embedded worker restarts with it)."""
