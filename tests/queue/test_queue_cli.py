@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import redis
 from engine_double import Pause
 from queue_helpers import SOURCE_PNG, WAIT_S, Harness, collect, free_port, make_job, queue_settings
 
+from outpaint_engine import cli
 from outpaint_engine.job import Cancelled, JobState
 from outpaint_engine.queue import QueueError, open_queue
 from outpaint_engine.queue.admin import main, parse_age
@@ -164,6 +166,12 @@ def test_urls_are_shown_without_their_password() -> None:
     assert describe_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert describe_url("redis://bot:s3cret@redis/1") == "redis://bot:***@redis/1"
     assert describe_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_the_console_scripts_run_the_commands() -> None:
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    assert scripts["outpaint-worker"].load() is worker_cli.main
+    assert scripts["outpaint"].load() is cli.main
 
 
 def test_the_worker_needs_redis_and_sane_timeouts(
