@@ -63,18 +63,20 @@ async def test_a_job_killed_mid_expansion_on_every_delivery_still_finishes(
     engine: Outpainter,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Four workers; each finishes the first expansion it starts and waits in the next one, where
-    # the test kills it: four deliveries, three of them killed, more than max_deliveries (3).
-    names = [f"w{i}" for i in range(4)]
-    workers = {name: processes.worker(redis_server.url, name, one_step=True) for name in names}
+    # Three workers with max_deliveries 2; each finishes the first expansion it starts and waits in
+    # the next one, where the test kills it: two deliveries killed, then a third finishes the job.
+    workers = {
+        name: processes.worker(redis_server.url, name, one_step=True, OUTPAINT_MAX_DELIVERIES="2")
+        for name in ("w0", "w1", "w2")
+    }
     for name, process in workers.items():
         await processes.serving(process, name)
     async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
-        job = make_job(1, times=3)
+        job = make_job(1, times=2)  # 3 steps
         await queue.submit(job, SOURCE_PNG)
         follower = Follower(queue, job.id)
         recoveries = []
-        for step in range(3):
+        for step in range(2):
             await follower.until(lambda n=step: expanded(follower.seen) > n, f"expansion {step}")
             holder = next(pid for pid, done in processes.steps_by_pid(1) if done == step)
             next(p for p in workers.values() if p.pid == holder).kill()
@@ -83,16 +85,16 @@ async def test_a_job_killed_mid_expansion_on_every_delivery_still_finishes(
             recoveries.append(time.monotonic() - killed_at)
         events = await follower.result()
 
-        assert_complete_once(events, total=4)
-        assert story(events).count("started") == 4
+        assert_complete_once(events, total=3)
+        assert story(events).count("started") == 3
         computed = processes.steps_by_pid(1)
-        assert [step for _, step in computed] == [0, 1, 2, 3]  # each expansion once
-        assert len({pid for pid, _ in computed}) == 4  # by four workers
+        assert [step for _, step in computed] == [0, 1, 2]  # each expansion once
+        assert len({pid for pid, _ in computed}) == 3  # by three workers
         resumes = [r["resume"] for r in processes.records() if r["seed"] == 1 and "resume" in r]
-        assert resumes == [0, 1, 2, 3]
+        assert resumes == [0, 1, 2]
         await assert_final_canvas(queue, job, engine)
         final = await queue.get(job.id)
-        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 4)
+        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 3)
         assert await queue.dead_letters() == []
     report(
         capsys,
