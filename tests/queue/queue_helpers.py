@@ -25,7 +25,7 @@ from engine_double import RecordingEngine
 
 from outpaint_engine.imageio import encode_png
 from outpaint_engine.job import Direction, Event, Job, JobSpec
-from outpaint_engine.queue.base import JobQueue
+from outpaint_engine.queue.base import JobQueue, QueueUnavailable
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
 from outpaint_engine.settings import QueueSettings
@@ -161,6 +161,17 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str, limit_
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def answer(call: Callable[[], Awaitable[object]]) -> str:
+    """``"answered"``, or the message of the QueueUnavailable that ``call()`` raised; any other
+    error fails the test, and so does a call that hangs."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await call()
+    except QueueUnavailable as error:
+        return str(error)
+    return "answered"
 
 
 async def collect(queue: JobQueue, job_id: str, *, after: int = 0) -> list[tuple[int, Event]]:

@@ -22,6 +22,7 @@ from queue_helpers import (
     SOURCE_PNG,
     WAIT_S,
     Harness,
+    answer,
     collect,
     eventually,
     make_job,
@@ -43,7 +44,7 @@ from outpaint_engine.job import (
 )
 from outpaint_engine.plan import PlanError
 from outpaint_engine.queue import embedded
-from outpaint_engine.queue.base import QueueError, QueueUnavailable
+from outpaint_engine.queue.base import QueueError
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import INTERMEDIATE_TTL_S, RedisQueue
 from outpaint_engine.runner import Outpainter
@@ -507,17 +508,6 @@ async def test_a_worker_whose_job_was_taken_over_stops_it_quietly(
 
 
 # --- a backend that stops answering ---------------------------------------------------------------
-
-
-async def answer(call) -> str:
-    """``"answered"``, or the message of the QueueUnavailable that ``call()`` raised; any other
-    error fails the test, and so does a call that hangs."""
-    try:
-        async with asyncio.timeout(WAIT_S):
-            await call()
-    except QueueUnavailable as error:
-        return str(error)
-    return "answered"
 
 
 async def test_a_backend_that_stops_answering_fails_calls_and_loses_nothing(
