@@ -24,7 +24,12 @@ class QueueError(Exception):
 
 class QueueUnavailable(QueueError):
     """The queue's backend cannot be reached (or did not answer in time). Transient: the caller
-    may try again later; a follower of ``events`` resubscribes with the last sequence it saw."""
+    may try again later; a follower of ``events`` resubscribes with the last sequence it saw.
+
+    A write that raised it may still take effect once the backend answers again (a frozen Redis
+    runs the commands it had received): ``submit`` is safe to send again with the same job id
+    (``QueueError`` "already exists" then means it landed); ``cancel`` and ``retry`` are safe to
+    repeat."""
 
 
 class JobQueue(ABC):
