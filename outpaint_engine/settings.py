@@ -80,7 +80,17 @@ class QueueSettings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Journal, images and checkpoints (embedded queue).")
     heartbeat_s: float = Field(5.0, description="How often a running worker says it is alive.")
     reclaim_after_s: float = Field(30.0, description="A job whose worker is silent this long is reclaimed.")
-    max_deliveries: int = Field(3, description="Attempts before a job goes to the dead-letter stream.")
+    max_deliveries: int = Field(
+        3,
+        description="Deliveries without progress (no new expansion stored) before a job fails "
+        "(Redis: and goes to the dead-letter stream); a delivery that stores a step does not count.",
+    )
+    queue_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description="How long one call to the queue's backend may wait for an answer (Redis, or the "
+        "embedded journal's lock) before it fails as 'queue unavailable'.",
+    )
     result_ttl_s: int = Field(
         7 * 24 * 3600, description="How long a finished job (its record, events and images) is kept."
     )

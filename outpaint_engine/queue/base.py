@@ -7,15 +7,15 @@ process) and ``redis`` (Redis Streams, any number of ``outpaint-worker`` process
 Jobs may run more than once. Each finished expansion step is checkpointed under (job id, step)
 before its ``Expanded`` event is published; a redelivered or resumed job continues after its last
 checkpoint, so no finished step is lost or recomputed and the final ``Done`` is published once.
+Workers see a backend through :class:`outpaint_engine.worker.WorkerSide`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
 
-from outpaint_engine.job import CancelToken, Event, Job, JobState, Progress
+from outpaint_engine.job import Event, Job, JobState
 
 
 class QueueError(Exception):
@@ -24,15 +24,21 @@ class QueueError(Exception):
 
 class QueueUnavailable(QueueError):
     """The queue's backend cannot be reached (or did not answer in time). Transient: the caller
-    may try again later; a follower of ``events`` resubscribes with the last sequence it saw."""
+    may try again later; a follower of ``events`` resubscribes with the last sequence it saw.
 
-
-class LostClaim(Exception):
-    """The worker no longer owns the job (it was reclaimed, or the worker is stopping): stop quietly."""
+    A write that raised it may still take effect once the backend answers again (a frozen Redis
+    runs the commands it had received): ``submit`` is safe to send again with the same job id
+    (``QueueError`` "already exists" then means it landed); ``cancel`` and ``retry`` are safe to
+    repeat."""
 
 
 class JobQueue(ABC):
-    """Bot-facing (and operator-facing) side of the queue."""
+    """Bot-facing (and operator-facing) side of the queue.
+
+    No method waits on an unresponsive backend: each raises :class:`QueueUnavailable` once the
+    backend has not answered within ``OUTPAINT_QUEUE_TIMEOUT_S`` (a following ``events`` waits
+    for new events in longer blocking reads, and allows that timeout on top of them).
+    """
 
     async def __aenter__(self) -> JobQueue:
         try:
@@ -116,83 +122,3 @@ class JobQueue(ABC):
     @abstractmethod
     async def purge(self, *, older_than_s: float) -> int:
         """Forget finished jobs (and their images) older than the given age; returns how many."""
-
-
-# --- worker side ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Claim:
-    """One delivery of a job to a worker.
-
-    ``token`` names this delivery: every write the worker makes is checked against it, so a worker
-    whose job was reclaimed cannot publish or checkpoint anymore. ``cancel`` is set when the user
-    cancels (or, with ``shutdown`` also set, when the worker stops and hands the job back).
-    """
-
-    job: Job
-    token: str
-    cancel: CancelToken = field(default_factory=CancelToken)
-    shutdown: bool = False
-
-
-class WorkerSide(ABC):
-    """What the shared worker loop (:mod:`outpaint_engine.worker`) needs from a backend.
-
-    Blocking methods, called from the worker's thread (embedded) or process (Redis). Methods that
-    write for a claim raise :class:`LostClaim` when the claim is no longer the job's owner.
-    """
-
-    max_deliveries: int
-
-    @abstractmethod
-    def claim(self, wait_s: float) -> Claim | None:
-        """The next job in fair order (a reclaimed one first), or None after waiting ``wait_s``."""
-
-    @abstractmethod
-    def end(self, claim: Claim) -> None:
-        """The worker is done with ``claim`` (whatever the outcome): stop its heartbeat."""
-
-    @abstractmethod
-    def load_source(self, claim: Claim) -> bytes | None: ...
-
-    @abstractmethod
-    def load_checkpoint(self, claim: Claim) -> tuple[int, bytes] | None:
-        """``(steps_done, canvas PNG)`` of the job's last checkpoint, None if it has none."""
-
-    @abstractmethod
-    def started(self, claim: Claim, total_steps: int) -> None:
-        """Record the planned step count and publish ``Started``."""
-
-    @abstractmethod
-    def progress(self, claim: Claim, event: Progress) -> None:
-        """Publish ``event``; sets ``claim.cancel`` when the job's cancel flag is up."""
-
-    @abstractmethod
-    def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
-        """Store the canvas after ``step`` under (job, step), then publish ``Expanded``."""
-
-    @abstractmethod
-    def done(self, claim: Claim, step: int, width: int, height: int) -> None:
-        """Publish ``Done`` (once per job) and acknowledge the delivery."""
-
-    @abstractmethod
-    def cancelled(self, claim: Claim) -> None:
-        """Publish ``Cancelled`` and acknowledge."""
-
-    @abstractmethod
-    def failed(self, claim: Claim, reason: str, *, retry: bool, detail: str = "") -> None:
-        """Retry later (``retry``) or fail the job with ``reason`` (a sentence for the user);
-        ``detail`` is for the operator (the dead-letter entry, logs)."""
-
-    @abstractmethod
-    def release(self, claim: Claim) -> None:
-        """Hand the job back to the queue (the worker is stopping); the attempt does not count."""
-
-    @abstractmethod
-    def record_step_time(self, seconds: float) -> None:
-        """One expansion step took ``seconds``: feeds the ETA's moving average."""
-
-    @abstractmethod
-    def step_time(self) -> float | None:
-        """Moving average of seconds per expansion step, None before any was measured."""

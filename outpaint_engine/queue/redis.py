@@ -10,8 +10,14 @@
   ``XAUTOCLAIM`` and continues after the last checkpoint. Every write of a worker is checked against
   its claim token, so a worker that was taken over cannot publish or checkpoint anymore.
 - **Retries.** ``attempts`` counts deliveries (first delivery, re-deliveries after a crash, retries
-  after an error). Past ``max_deliveries`` the job fails with a polite reason and an entry on the
-  ``dead`` stream says why.
+  after an error); ``stalls`` counts those that stored no new checkpoint (a delivery gives its
+  stall back with its first new step). Once a job has stalled ``max_deliveries`` times it fails
+  with a polite reason and an entry on the ``dead`` stream says why; a job that dies on every
+  delivery but gets further each time finishes.
+- **Timeouts.** Every call waits at most ``queue_timeout_s`` for Redis (a frozen server, a
+  black-holed network): the bot's calls then raise :class:`QueueUnavailable`, a worker's are tried
+  again until Redis answers. Following a job's events blocks in ``XREAD BLOCK`` on connections
+  whose socket timeout is the block time plus ``queue_timeout_s``.
 - **Events** go on a stream per job whose entry ids are ``0-<seq>``, so the bot re-reads them from
   any sequence number after its own restart. **Images** (source, checkpoints) are Redis strings
   with a TTL of ``result_ttl_s`` (shortened to :data:`INTERMEDIATE_TTL_S` for the checkpoints a
@@ -34,8 +40,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -50,11 +55,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, JobState, Progress, Started
 from outpaint_engine.queue import fair
-from outpaint_engine.queue.base import Claim, JobQueue, LostClaim, QueueError, QueueUnavailable, WorkerSide
+from outpaint_engine.queue.base import JobQueue, QueueError, QueueUnavailable
 from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.store import check_job_id, is_job_id
-from outpaint_engine.worker import FAILED_POLITELY
+from outpaint_engine.worker import FAILED_POLITELY, Claim, LostClaim, WorkerSide, retry_while_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,17 +71,21 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 INTERMEDIATE_TTL_S = 3600
 """Once a job is done, the checkpoints before its last two expire after at most this long: the bot
 shows them while the job runs; continuing or redoing a result needs only the last two."""
-FOLLOW_BLOCK_MS = 5000
+FOLLOW_BLOCK_S = 5.0
 """How long one blocking read of a job's events waits before checking the job still exists."""
 
 
-def _reconnecting(retry_class: type) -> dict[str, Any]:
+def _client_options(retry_class: type, timeout_s: float, read_s: float) -> dict[str, Any]:
     """Client options: a command that meets a dropped connection (a Redis restart) reconnects and
-    is retried a few times before the error surfaces."""
+    is tried again a few times (within 0.2 s) before the error surfaces; a connection that is
+    not made within ``timeout_s``, or a command that gets no answer within ``read_s``, fails at
+    once (a frozen Redis, a black-holed network)."""
     return {
-        "socket_connect_timeout": 5,
-        "retry": retry_class(ExponentialBackoff(cap=1.0, base=0.05), 3),
-        "retry_on_error": list(UNREACHABLE),
+        "socket_connect_timeout": timeout_s,
+        "socket_timeout": read_s,
+        "retry": retry_class(
+            ExponentialBackoff(cap=0.1, base=0.01), 3, supported_errors=(RedisConnectionError,)
+        ),
     }
 
 
@@ -121,6 +130,10 @@ def _event_json(event: Event) -> str:
     return json.dumps(event.to_dict())
 
 
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
 def _seq(entry_id: bytes | str) -> int:
     return int(_text(entry_id).split("-")[1])
 
@@ -134,45 +147,60 @@ def _ensure_group(client: redis.Redis) -> None:
 
 
 class RedisQueue(JobQueue):
-    """The bot's (and operator's) side of the Redis queue."""
+    """The bot's (and operator's) side of the Redis queue.
 
-    def __init__(self, settings: QueueSettings) -> None:
+    Every round trip to Redis waits at most ``settings.queue_timeout_s`` (``events`` blocks
+    ``follow_block_s`` longer in its reads): then the call raises :class:`QueueUnavailable`.
+    """
+
+    def __init__(self, settings: QueueSettings, *, follow_block_s: float = FOLLOW_BLOCK_S) -> None:
         self.settings = settings
         self.url = describe_url(settings.queue)
-        self.r = aioredis.Redis.from_url(settings.queue, **_reconnecting(redis.asyncio.retry.Retry))
+        self.timeout_s = settings.queue_timeout_s
+        self.follow_block_s = follow_block_s
+        retry, backstop_s = redis.asyncio.retry.Retry, 2 * self.timeout_s  # _ask() is the deadline
+        self.r = aioredis.Redis.from_url(settings.queue, **_client_options(retry, self.timeout_s, backstop_s))
+        # Blocking reads of events, on connections of their own whose timeout covers the block.
+        self._follow = aioredis.Redis.from_url(
+            settings.queue, **_client_options(retry, self.timeout_s, follow_block_s + backstop_s)
+        )
         self._scripts = {name: self.r.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
 
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
+    async def _ask(self, request: Awaitable[T], *, block_s: float = 0.0) -> T:
+        """Redis's answer to ``request``, or QueueUnavailable after ``queue_timeout_s`` (plus
+        ``block_s`` for a blocking read) or when Redis cannot be reached."""
         try:
-            yield
+            async with asyncio.timeout(self.timeout_s + block_s):
+                return await request
+        except TimeoutError as error:
+            raise QueueUnavailable(
+                f"The job queue at {self.url} did not answer within {self.timeout_s + block_s:g} s."
+            ) from error
         except UNREACHABLE as error:
             raise QueueUnavailable(f"The job queue at {self.url} is unreachable ({error}).") from error
 
     async def _script(self, name: str, *args: object) -> Any:
-        with self._guard():
-            return await self._scripts[name](args=[PREFIX, *args])
+        return await self._ask(self._scripts[name](args=[PREFIX, *args]))
 
     async def start(self) -> None:
-        with self._guard():
-            await self.r.ping()
-            try:
-                await self.r.xgroup_create(_key("work"), GROUP, id="$", mkstream=True)
-            except ResponseError as error:
-                if "BUSYGROUP" not in str(error):
-                    raise
+        await self._ask(self.r.ping())
+        try:
+            await self._ask(self.r.xgroup_create(_key("work"), GROUP, id="$", mkstream=True))
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
 
     async def close(self) -> None:
         await self.r.aclose()
+        await self._follow.aclose()
 
     async def _stats(self) -> tuple[str, int]:
         """(moving average of seconds per step or '', live workers) for the ETA scripts."""
         window = max(3 * self.settings.heartbeat_s, self.settings.reclaim_after_s)
-        with self._guard():
-            async with self.r.pipeline(transaction=False) as pipe:
-                pipe.lrange(_key("timings"), 0, -1)
-                pipe.zcount(_key("workers"), time.time() - window, "+inf")
-                timings, workers = await pipe.execute()
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.lrange(_key("timings"), 0, -1)
+            pipe.zcount(_key("workers"), time.time() - window, "+inf")
+            timings, workers = await self._ask(pipe.execute())
         step_s = fair.moving_average(float(t) for t in timings)
         return ("" if step_s is None else repr(step_s)), max(1, workers)
 
@@ -203,11 +231,10 @@ class RedisQueue(JobQueue):
         ids = [_text(i) for i in ids]
         if not ids:
             return []
-        with self._guard():
-            async with self.r.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hgetall(_key("job", job_id))
-                found = await pipe.execute()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(_key("job", job_id))
+            found = await self._ask(pipe.execute())
         return [_job_from_hash(h) for h in found if h]
 
     async def get(self, job_id: str) -> Job | None:
@@ -244,15 +271,13 @@ class RedisQueue(JobQueue):
         if wanted is not None and wanted <= ACTIVE and (user_id is not None or guild_id is not None):
             # The caps check: a small set per user or guild instead of a scan.
             key = _key("active", "u", user_id) if user_id is not None else _key("active", "g", guild_id)
-            with self._guard():
-                ids = await self.r.smembers(key)
+            ids = await self._ask(self.r.smembers(key))
             jobs = sorted(filter(keep, await self._jobs(ids)), key=lambda j: j.created_at, reverse=True)
             return jobs[:limit]
         found: list[Job] = []
         start, batch = 0, 200
         while len(found) < limit:
-            with self._guard():
-                ids = await self.r.zrevrange(_key("jobs"), start, start + batch - 1)
+            ids = await self._ask(self.r.zrevrange(_key("jobs"), start, start + batch - 1))
             if not ids:
                 break
             found.extend(filter(keep, await self._jobs(ids)))
@@ -262,48 +287,35 @@ class RedisQueue(JobQueue):
     async def events(self, job_id: str, *, after: int = 0) -> AsyncIterator[tuple[int, Event]]:
         if await self.get(job_id) is None:
             raise QueueError(f"There is no job {job_id}.")
-        key, last, delay = _key("ev", job_id), after, 0.1
+        key, last, block_ms = _key("ev", job_id), after, int(self.follow_block_s * 1000)
         while True:
-            try:
-                replies = await self.r.xread({key: f"0-{last}"}, block=FOLLOW_BLOCK_MS, count=100)
-                if not replies:
-                    if not await self.r.exists(_key("job", job_id)):
-                        return  # purged while we waited
-                    continue
-                event = None
-                for entry_id, fields in replies[0][1]:
-                    last, event = _seq(entry_id), Event.from_dict(json.loads(fields[b"e"]))
-                    yield last, event
-                if (
-                    event is not None
-                    and event.terminal
-                    and not await self.r.xrange(key, f"(0-{last}", "+", count=1)
-                ):
-                    return  # a terminal event ends the stream unless a retry followed it
-                delay = 0.1
-            except UNREACHABLE as error:
-                log.warning(
-                    "job %s: lost the queue at %s (%s); retrying in %.1f s", job_id, self.url, error, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
+            read = self._follow.xread({key: f"0-{last}"}, block=block_ms, count=100)
+            replies = await self._ask(read, block_s=self.follow_block_s)
+            if not replies:
+                if not await self._ask(self.r.exists(_key("job", job_id))):
+                    return  # purged while we waited
+                continue
+            event = None
+            for entry_id, fields in replies[0][1]:
+                last, event = _seq(entry_id), Event.from_dict(json.loads(fields[b"e"]))
+                yield last, event
+            terminal = event is not None and event.terminal
+            if terminal and not await self._ask(self.r.xrange(key, f"(0-{last}", "+", count=1)):
+                return  # a terminal event ends the stream unless a retry followed it
 
     async def get_canvas(self, job_id: str, step: int) -> bytes | None:
         if step < 0:
             return None
-        with self._guard():
-            return await self.r.get(_key("img", job_id, step))
+        return await self._ask(self.r.get(_key("img", job_id, step)))
 
     async def get_source(self, job_id: str) -> bytes | None:
-        with self._guard():
-            return await self.r.get(_key("img", job_id, "source"))
+        return await self._ask(self.r.get(_key("img", job_id, "source")))
 
     async def position(self, job_id: str) -> int | None:
-        with self._guard():
-            state, member = await self.r.hmget(_key("job", job_id), ["state", "member"])
-            if _text(state) != JobState.QUEUED:
-                return None
-            rank = await self.r.zrank(_key("queue"), member)
+        state, member = await self._ask(self.r.hmget(_key("job", job_id), ["state", "member"]))
+        if _text(state) != JobState.QUEUED:
+            return None
+        rank = await self._ask(self.r.zrank(_key("queue"), member))
         return None if rank is None else rank + 1
 
     async def eta(self, job_id: str) -> float | None:
@@ -325,36 +337,36 @@ class RedisQueue(JobQueue):
 
     async def purge(self, *, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s
-        with self._guard():
-            ids = [_text(i) for i in await self.r.zrangebyscore(_key("jobs"), "-inf", cutoff)]
-            jobs = await self._jobs(ids)
-            expired = set(ids) - {job.id for job in jobs}  # their keys expired (result_ttl_s)
-            if expired:
-                await self.r.zrem(_key("jobs"), *expired)
-            purged = 0
-            for job in jobs:
-                if not job.state.terminal or (job.finished_at or job.created_at) >= cutoff:
-                    continue
-                steps = range(max(job.total_steps, job.steps_done))
-                await self.r.delete(
+        ids = [_text(i) for i in await self._ask(self.r.zrangebyscore(_key("jobs"), "-inf", cutoff))]
+        jobs = await self._jobs(ids)
+        expired = set(ids) - {job.id for job in jobs}  # their keys expired (result_ttl_s)
+        if expired:
+            await self._ask(self.r.zrem(_key("jobs"), *expired))
+        purged = 0
+        for job in jobs:
+            if not job.state.terminal or (job.finished_at or job.created_at) >= cutoff:
+                continue
+            steps = range(max(job.total_steps, job.steps_done))
+            await self._ask(
+                self.r.delete(
                     _key("job", job.id),
                     _key("ev", job.id),
                     _key("cancel", job.id),
                     _key("img", job.id, "source"),
                     *(_key("img", job.id, s) for s in steps),
                 )
-                await self.r.zrem(_key("jobs"), job.id)
-                purged += 1
-            await self.r.xtrim(_key("dead"), minid=f"{int(cutoff * 1000)}-0")
-            for consumer in await self.r.xinfo_consumers(_key("work"), GROUP):
-                if consumer["pending"] == 0 and consumer["idle"] > older_than_s * 1000:
-                    await self.r.xgroup_delconsumer(_key("work"), GROUP, consumer["name"])
+            )
+            await self._ask(self.r.zrem(_key("jobs"), job.id))
+            purged += 1
+        await self._ask(self.r.xtrim(_key("dead"), minid=f"{int(cutoff * 1000)}-0"))
+        for consumer in await self._ask(self.r.xinfo_consumers(_key("work"), GROUP)):
+            if consumer["pending"] == 0 and consumer["idle"] > older_than_s * 1000:
+                await self._ask(self.r.xgroup_delconsumer(_key("work"), GROUP, consumer["name"]))
         return purged
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         """The newest dead-letter entries (job, attempts, reason), for the operator."""
-        with self._guard():
-            entries = await self.r.xrevrange(_key("dead"), count=count)
+        entries = await self._ask(self.r.xrevrange(_key("dead"), count=count))
         return [{_text(k): _text(v) for k, v in fields.items()} for _, fields in entries]
 
 
@@ -371,8 +383,13 @@ class RedisWorkerSide(WorkerSide):
         self.max_deliveries = settings.max_deliveries
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.idle_wait_s = min(1.0, max(0.05, settings.reclaim_after_s / 5))
-        self.r = redis.Redis.from_url(
-            settings.queue, socket_timeout=self.idle_wait_s + 10, **_reconnecting(redis.retry.Retry)
+        self.r = redis.Redis.from_url(  # the socket timeout covers the idle wait (BLPOP)
+            settings.queue,
+            **_client_options(
+                redis.retry.Retry,
+                settings.queue_timeout_s,
+                settings.queue_timeout_s + self.idle_wait_s,
+            ),
         )
         self._scripts = {name: self.r.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
         self._stopping = threading.Event()
@@ -389,23 +406,20 @@ class RedisWorkerSide(WorkerSide):
         self._stopping.set()
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, retried while Redis is unreachable (a restart), unless the worker stops."""
-        delay = 0.05
-        while True:
+        """``call()``, tried again while Redis is unreachable or frozen (each try waits at most
+        ``queue_timeout_s``), unless the worker stops."""
+
+        def once() -> T:
             try:
                 return call()
-            except UNREACHABLE as error:
-                if self._stopping.is_set():
-                    raise LostClaim("stopping while Redis is unreachable") from error
-                log.warning("Redis unreachable while %s (%s); retrying in %.2f s", what, error, delay)
             except ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise
                 log.warning("the consumer group is gone (Redis lost its data?); creating it again")
-                self._retry("creating the consumer group", lambda: _ensure_group(self.r))
-                continue
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
+                _ensure_group(self.r)
+                return call()
+
+        return retry_while_unavailable("Redis", what, once, errors=UNREACHABLE, stopping=self._stopping)
 
     def _run(self, what: str, name: str, *args: object) -> Any:
         return self._retry(what, lambda: self._scripts[name](args=[PREFIX, *args]))
@@ -435,9 +449,9 @@ class RedisWorkerSide(WorkerSide):
         if reply is None:
             self._retry("waiting for work", lambda: self.r.blpop([_key("wake")], timeout=wait_s))
             return None
-        job_id = _text(reply[0])
+        job_id, stalls = _text(reply[0]), int(reply[2])
         fields = self._retry("loading a job", lambda: self.r.hgetall(_key("job", job_id)))
-        claim = Claim(_job_from_hash(fields), token)
+        claim = Claim(_job_from_hash(fields), token, stalls=stalls)
         self._refresh_step_time()
         stop = threading.Event()
         beat = threading.Thread(
@@ -481,16 +495,21 @@ class RedisWorkerSide(WorkerSide):
 
     def started(self, claim: Claim, total_steps: int) -> None:
         event = Started(claim.job.id, total_steps)
-        self._write(claim, "publishing", "publish", _event_json(event), total_steps)
+        self._write(claim, "publishing", "publish", _event_json(event), f"{claim.token}:started", total_steps)
         claim.job.total_steps = total_steps
 
     def progress(self, claim: Claim, event: Progress) -> None:
-        self._write(claim, "publishing", "publish", _event_json(event))
+        key = f"{claim.token}:{event.step}:{event.denoise}"
+        self._write(claim, "publishing", "publish", _event_json(event), key)
 
     def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
         event = Expanded(claim.job.id, step, claim.job.total_steps, width, height)
-        ttl = self.settings.result_ttl_s
-        self._write(claim, "storing a checkpoint", "checkpoint", step, png, ttl, _event_json(event))
+        ttl, give_back = self.settings.result_ttl_s, _flag(not claim.progressed)
+        self._write(
+            claim, "storing a checkpoint", "checkpoint", step, png, ttl, _event_json(event), give_back
+        )
+        if not claim.progressed:  # its first new step: the delivery gave its stall back
+            claim.stalls, claim.progressed = claim.stalls - 1, True
 
     def _finish(self, claim: Claim, state: JobState, event: Event, error: str = "", dead: str = "") -> None:
         short_lived = max(0, claim.job.total_steps - 2) if state is JobState.DONE else 0
@@ -513,12 +532,12 @@ class RedisWorkerSide(WorkerSide):
 
     def failed(self, claim: Claim, reason: str, *, retry: bool, detail: str = "") -> None:
         if retry:
-            self._write(claim, "requeueing a job", "requeue", "0")
+            self._write(claim, "requeueing a job", "requeue", _flag(False), _flag(False))
         else:
             self._finish(claim, JobState.FAILED, Failed(claim.job.id, reason), reason, detail)
 
     def release(self, claim: Claim) -> None:
-        self._write(claim, "handing a job back", "requeue", "1")
+        self._write(claim, "handing a job back", "requeue", _flag(True), _flag(not claim.progressed))
 
     def record_step_time(self, seconds: float) -> None:
         def push() -> list[bytes]:

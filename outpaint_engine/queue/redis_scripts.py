@@ -3,8 +3,10 @@
 Keys (prefix ``P``, ``outpaint:``)::
 
     P job:<id>         hash: json (the job as submitted), state, steps_done, total_steps, est_steps,
-                       attempts, started_at, finished_at, error, user, guild, round, member,
-                       owner (claim token of the worker running it), entry (its work-stream entry)
+                       attempts, stalls (deliveries that stored no new step), started_at,
+                       finished_at, error, user, guild, round, member,
+                       owner (claim token of the worker running it), entry (its work-stream entry),
+                       published (key of the last event its worker published)
     P ev:<id>          stream of the job's events, entry ids 0-1, 0-2, ... (the sequence numbers)
     P img:<id>:source  the source PNG; P img:<id>:<step> the checkpoints (all with a TTL)
     P cancel:<id>      cancel flag of a running job
@@ -147,7 +149,7 @@ local j = jkey(id)
 if redis.call('EXISTS', j) == 1 then return 0 end
 redis.call('SET', P .. 'img:' .. id .. ':source', ARGV[11], 'EX', ARGV[12])
 redis.call('HSET', j, 'json', ARGV[5], 'user', user, 'guild', guild, 'state', 'queued',
-  'steps_done', 0, 'total_steps', ARGV[7], 'est_steps', ARGV[8], 'attempts', 0,
+  'steps_done', 0, 'total_steps', ARGV[7], 'est_steps', ARGV[8], 'attempts', 0, 'stalls', 0,
   'started_at', '', 'finished_at', '', 'error', '', 'owner', '', 'entry', '')
 new_key(id)
 enqueue(id)
@@ -157,8 +159,11 @@ redis.call('ZADD', P .. 'jobs', ARGV[6], id)
 return announce(id, ARGV[9], ARGV[10])
 """
 
-# ARGV: P, consumer, token, reclaim_ms, max_deliveries, failed_reason, ttl_s -> {id, entry} or nil.
-# Order: a job reclaimed from a silent worker, a delivery nobody read, then the fair queue.
+# ARGV: P, consumer, token, reclaim_ms, max_deliveries, failed_reason, ttl_s
+#       -> {id, entry, stalls} or nil.
+# Order: a job reclaimed from a silent worker, a delivery nobody read, then the fair queue. Every
+# delivery counts as a stall until it stores a new step (CHECKPOINT gives it back); a job that
+# stalled max_deliveries times goes to the dead letter instead.
 CLAIM = r"""
 local consumer, token, max, ttl = ARGV[2], ARGV[3], tonumber(ARGV[5]), ARGV[7]
 redis.call('ZADD', P .. 'workers', now(), consumer)
@@ -177,18 +182,18 @@ local function take(id, entry)
     finish(id, 'cancelled', '', event_json(id, {kind = 'cancelled'}), ttl)
     return nil
   end
-  local attempts = redis.call('HINCRBY', j, 'attempts', 1)
-  if attempts > max then
-    redis.call('HSET', j, 'attempts', max)
-    redis.call('XADD', P .. 'dead', '*', 'job', id, 'attempts', max,
-      'reason', 'its worker stopped responding on every attempt')
+  local stalls = tonumber(redis.call('HGET', j, 'stalls') or '0')
+  if stalls >= max then
+    redis.call('XADD', P .. 'dead', '*', 'job', id, 'attempts', redis.call('HGET', j, 'attempts'),
+      'reason', 'its worker stopped responding ' .. stalls .. ' times before storing a new expansion')
     finish(id, 'failed', ARGV[6], event_json(id, {kind = 'failed', reason = ARGV[6]}), ttl)
     return nil
   end
-  redis.call('HSET', j, 'state', 'running', 'owner', token)
+  redis.call('HINCRBY', j, 'attempts', 1)
+  redis.call('HSET', j, 'stalls', stalls + 1, 'state', 'running', 'owner', token)
   if redis.call('HGET', j, 'started_at') == '' then redis.call('HSET', j, 'started_at', now()) end
   redis.call('SADD', P .. 'running', id)
-  return {id, entry}
+  return {id, entry, stalls + 1}
 end
 
 local reclaimed = redis.call('XAUTOCLAIM', WORK, GROUP, consumer, ARGV[4], '0-0', 'COUNT', 1)
@@ -234,16 +239,22 @@ redis.call('XCLAIM', WORK, GROUP, consumer, 0, entry, 'JUSTID')
 return cancel_flag(id)
 """
 
-# ARGV: P, id, token, event json[, total_steps] -> 0 lost, 1 ok, 2 ok and cancel requested
+# ARGV: P, id, token, event json, event key[, total_steps] -> 0 lost, 1 ok, 2 ok and cancel requested.
+# The key names the event within the delivery: a worker that sent it again (its first try timed out
+# while Redis was frozen, and Redis ran both once it woke up) publishes it once.
 PUBLISH = r"""
 local id, token = ARGV[2], ARGV[3]
 if not owns(id, token) then return 0 end
-if ARGV[5] then redis.call('HSET', jkey(id), 'total_steps', ARGV[5]) end
-publish(id, ARGV[4])
+if redis.call('HGET', jkey(id), 'published') ~= ARGV[5] then
+  if ARGV[6] then redis.call('HSET', jkey(id), 'total_steps', ARGV[6]) end
+  redis.call('HSET', jkey(id), 'published', ARGV[5])
+  publish(id, ARGV[4])
+end
 return cancel_flag(id)
 """
 
-# ARGV: P, id, token, step, png, ttl_s, Expanded json -> 0 lost, 1 ok, 2 ok and cancel requested
+# ARGV: P, id, token, step, png, ttl_s, Expanded json, give back the delivery's stall ('1': its
+#       first new step) -> 0 lost, 1 ok, 2 ok and cancel requested
 CHECKPOINT = r"""
 local id, token, step = ARGV[2], ARGV[3], tonumber(ARGV[4])
 if not owns(id, token) then return 0 end
@@ -254,6 +265,7 @@ end
 if step == done then
   redis.call('SET', P .. 'img:' .. id .. ':' .. step, ARGV[5], 'EX', ARGV[6])
   redis.call('HSET', jkey(id), 'steps_done', step + 1)
+  if ARGV[8] == '1' then redis.call('HINCRBY', jkey(id), 'stalls', -1) end
   publish(id, ARGV[7])
 end
 return cancel_flag(id)
@@ -277,13 +289,15 @@ end
 return 1
 """
 
-# ARGV: P, id, token, refund ('1': the attempt does not count) -> 0 lost, 1 ok
+# ARGV: P, id, token, give back the attempt ('1': a hand-back), give back the stall ('1': a
+#       hand-back before any new step) -> 0 lost, 1 ok
 REQUEUE = r"""
 local id, token = ARGV[2], ARGV[3]
 if not owns(id, token) then return 0 end
 ack(id)
 redis.call('HSET', jkey(id), 'state', 'queued', 'owner', '')
 if ARGV[4] == '1' then redis.call('HINCRBY', jkey(id), 'attempts', -1) end
+if ARGV[5] == '1' then redis.call('HINCRBY', jkey(id), 'stalls', -1) end
 redis.call('SREM', P .. 'running', id)
 enqueue(id)
 return 1
@@ -314,7 +328,8 @@ local state = redis.call('HGET', j, 'state')
 if not state then return '' end
 if state ~= 'failed' and state ~= 'cancelled' then return state end
 local user, guild = unpack(redis.call('HMGET', j, 'user', 'guild'))
-redis.call('HSET', j, 'state', 'queued', 'attempts', 0, 'error', '', 'finished_at', '', 'owner', '')
+redis.call('HSET', j, 'state', 'queued', 'attempts', 0, 'stalls', 0, 'error', '', 'finished_at', '',
+  'owner', '')
 redis.call('PERSIST', j)
 redis.call('PERSIST', P .. 'ev:' .. id)
 redis.call('DEL', P .. 'cancel:' .. id)

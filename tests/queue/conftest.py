@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # engine_double, queue_helpers: whatever the import mode
 
 from engine_double import FastEngineDouble, RecordingEngine
+from processes import Processes
 from queue_helpers import REDIS_SERVER, Harness, RedisServer, queue_settings
 from real_engine import THREADS, HookedEngine
 
@@ -47,6 +48,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def processes(tmp_path: Path, tiny_models_root: Path) -> Iterator[Processes]:
+    """Worker and bot subprocesses of this test (killed at its end)."""
+    procs = Processes(tmp_path, tiny_models_root)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
 def engine(tiny_engine: Outpainter) -> Iterator[Outpainter]:
     """The session's real tiny engine, on :data:`real_engine.THREADS` CPU thread during the test
     (as in worker processes, so their pixels match a direct run here)."""
@@ -56,15 +65,18 @@ def engine(tiny_engine: Outpainter) -> Iterator[Outpainter]:
     torch.set_num_threads(before)
 
 
-async def open_harness(request: pytest.FixtureRequest, tmp_path: Path, engine: RecordingEngine) -> Harness:
+async def open_harness(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: RecordingEngine, **settings: object
+) -> Harness:
+    server: RedisServer | None = None
     if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("shared_redis")
+        server = request.getfixturevalue("shared_redis")
         with redis.Redis.from_url(server.url) as client:
             client.flushall()
-        settings = queue_settings(server.url, tmp_path)
-    else:
-        settings = queue_settings("embedded", tmp_path)
-    h = Harness(request.param, settings, engine)
+    h = Harness(
+        request.param, queue_settings(server.url if server else "embedded", tmp_path, **settings), engine
+    )
+    h.redis_server = server
     await h.start()
     return h
 
@@ -84,5 +96,15 @@ async def double_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
     """A backend whose worker runs the :class:`engine_double.FastEngineDouble`: only for tests
     about many jobs and their order, where the pixels do not matter."""
     h = await open_harness(request, tmp_path, FastEngineDouble())
+    yield h
+    await h.close()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def impatient_harness(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: Outpainter
+) -> AsyncIterator[Harness]:
+    """:func:`harness` with a short ``queue_timeout_s`` (0.3 s), for backends that stop answering."""
+    h = await open_harness(request, tmp_path, HookedEngine(engine), queue_timeout_s=0.3)
     yield h
     await h.close()

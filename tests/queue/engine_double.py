@@ -31,6 +31,7 @@ Hook = Callable[[JobSpec, int, int, CancelToken | None], None]
 
 LOG_ENV = "OUTPAINT_TEST_ENGINE_LOG"
 GATE_ENV = "OUTPAINT_TEST_ENGINE_GATE"
+ONE_STEP_ENV = "OUTPAINT_TEST_ENGINE_ONE_STEP"
 
 
 class RecordingEngine:
@@ -149,22 +150,34 @@ class Pause:
 def env_hook() -> Hook:
     """The hook of an engine in a subprocess, set up by the environment:
 
-    - ``OUTPAINT_TEST_ENGINE_GATE=path:step``: at each denoising step of steps ≥ ``step``, wait
-      until ``path`` exists or the job is cancelled (tests hold a worker mid-job that way);
+    - ``OUTPAINT_TEST_ENGINE_GATE=path:step[,path:step...]``: at each denoising step of steps ≥
+      ``step``, wait until ``path`` exists or the job is cancelled (tests hold a worker mid-job
+      that way);
+    - ``OUTPAINT_TEST_ENGINE_ONE_STEP=1``: the process finishes the first expansion step it starts,
+      then waits in the next one until the job is cancelled (tests kill it there);
     - a job whose prompt is ``crash`` kills its process at its first denoising step.
 
     ``OUTPAINT_TEST_ENGINE_LOG=path`` names the engine's log (see :class:`RecordingEngine`).
     """
-    gate = os.environ.get(GATE_ENV)
-    gate_path, _, gate_step = gate.rpartition(":") if gate else ("", "", "0")
+    gates = [gate.rpartition(":") for gate in os.environ.get(GATE_ENV, "").split(",") if gate]
+    one_step = os.environ.get(ONE_STEP_ENV) == "1"
+    first_step: int | None = None
+
+    def hold(cancel: CancelToken | None, until: Path | None) -> None:
+        release = threading.Event()
+        while not (until is not None and until.exists()) and not (cancel is not None and cancel.cancelled):
+            release.wait(0.01)
 
     def hook(spec: JobSpec, step: int, denoise: int, cancel: CancelToken | None) -> None:
+        nonlocal first_step
         if spec.prompt == "crash":
             os._exit(3)
-        if gate_path and step >= int(gate_step):
-            release = threading.Event()
-            while not Path(gate_path).exists() and not (cancel is not None and cancel.cancelled):
-                release.wait(0.01)
+        first_step = step if first_step is None else first_step
+        if one_step and step > first_step:
+            hold(cancel, None)
+        for path, _, from_step in gates:
+            if step >= int(from_step):
+                hold(cancel, Path(path))
 
     return hook
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ from engine_double import RecordingEngine
 
 from outpaint_engine.imageio import encode_png
 from outpaint_engine.job import Direction, Event, Job, JobSpec
-from outpaint_engine.queue.base import JobQueue
+from outpaint_engine.queue.base import JobQueue, QueueUnavailable
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
 from outpaint_engine.settings import QueueSettings
@@ -101,8 +104,19 @@ class RedisServer:
         self.process.kill()
         self.process.wait()
 
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP: the server keeps its connections and answers nothing, until SIGCONT."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a test that failed while it was frozen
             self.process.terminate()
             self.process.wait(timeout=10)
 
@@ -149,6 +163,17 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str, limit_
         raise AssertionError(f"timed out waiting for {what}") from None
 
 
+async def answer(call: Callable[[], Awaitable[object]]) -> str:
+    """``"answered"``, or the message of the QueueUnavailable that ``call()`` raised; any other
+    error fails the test, and so does a call that hangs."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await call()
+    except QueueUnavailable as error:
+        return str(error)
+    return "answered"
+
+
 async def collect(queue: JobQueue, job_id: str, *, after: int = 0) -> list[tuple[int, Event]]:
     """All events of a job from ``after`` to its terminal event."""
     async with asyncio.timeout(WAIT_S):
@@ -167,6 +192,7 @@ class Harness:
         self.settings = settings
         self.engine = engine
         self.queue: JobQueue
+        self.redis_server: RedisServer | None = None  # the Redis backend's server
         self._worker: Worker | None = None
         self._side: RedisWorkerSide | None = None
         self._thread: threading.Thread | None = None
@@ -187,6 +213,21 @@ class Harness:
             queue = RedisQueue(self.settings)
         await queue.start()
         return queue
+
+    @contextmanager
+    def unresponsive(self) -> Iterator[None]:
+        """The backend stops answering: Redis is frozen (SIGSTOP); the embedded journal is
+        write-locked by another connection, as another process would hold it."""
+        if self.redis_server is not None:
+            with self.redis_server.frozen():
+                yield
+            return
+        db = sqlite3.connect(self.settings.data_dir / "queue.sqlite3", isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            db.close()  # rolls back
 
     async def restart_bot(self) -> None:
         """A new JobQueue instance, as after a bot restart (the embedded worker restarts with it)."""

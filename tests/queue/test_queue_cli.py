@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,13 @@ import redis
 from engine_double import Pause
 from queue_helpers import SOURCE_PNG, WAIT_S, Harness, collect, free_port, make_job, queue_settings
 
-from outpaint_engine import worker
+from outpaint_engine import cli
 from outpaint_engine.job import Cancelled, JobState
 from outpaint_engine.queue import QueueError, open_queue
 from outpaint_engine.queue.admin import main, parse_age
 from outpaint_engine.queue.redis import describe_url
 from outpaint_engine.settings import QueueSettings
+from outpaint_engine.worker import cli as worker_cli
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -166,31 +168,37 @@ def test_urls_are_shown_without_their_password() -> None:
     assert describe_url("redis://redis:6379/0") == "redis://redis:6379/0"
 
 
+def test_the_console_scripts_run_the_commands() -> None:
+    scripts = importlib.metadata.entry_points(group="console_scripts")
+    assert scripts["outpaint-worker"].load() is worker_cli.main
+    assert scripts["outpaint"].load() is cli.main
+
+
 def test_the_worker_needs_redis_and_sane_timeouts(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert worker.main(["--queue", "embedded"]) == 2
+    assert worker_cli.main(["--queue", "embedded"]) == 2
     assert "outpaint-worker needs a Redis queue" in capsys.readouterr().err
     monkeypatch.setenv("OUTPAINT_HEARTBEAT_S", "5")
     monkeypatch.setenv("OUTPAINT_RECLAIM_AFTER_S", "6")
-    assert worker.main(["--queue", "redis://127.0.0.1:1/0"]) == 2
+    assert worker_cli.main(["--queue", "redis://127.0.0.1:1/0"]) == 2
     assert "OUTPAINT_RECLAIM_AFTER_S must be at least twice OUTPAINT_HEARTBEAT_S" in capsys.readouterr().err
     monkeypatch.setenv("OUTPAINT_HEARTBEAT_S", "often")
-    assert worker.main([]) == 2
+    assert worker_cli.main([]) == 2
     assert main(["list"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in err] == ["outpaint-worker", "outpaint queue"]
     assert all("bad setting OUTPAINT_HEARTBEAT_S: " in line for line in err)
     monkeypatch.undo()
     monkeypatch.setenv("OUTPAINT_COMPILE", "sometimes")  # an engine setting: checked before it loads
-    assert worker.main(["--queue", "redis://127.0.0.1:1/0"]) == 2
+    assert worker_cli.main(["--queue", "redis://127.0.0.1:1/0"]) == 2
     err = capsys.readouterr().err
     assert (
         err.startswith("outpaint-worker: bad setting OUTPAINT_COMPILE: Input should be")
         and err.count("\n") == 1
     )
     monkeypatch.undo()
-    assert worker.main(["--queue", f"redis://:pw@127.0.0.1:{free_port()}/0"]) == 1
+    assert worker_cli.main(["--queue", f"redis://:pw@127.0.0.1:{free_port()}/0"]) == 1
     err = capsys.readouterr().err
     assert (
         err.startswith("outpaint-worker: cannot reach Redis at redis://:***@127.0.0.1:") and "pw" not in err
@@ -200,5 +208,5 @@ def test_the_worker_needs_redis_and_sane_timeouts(
 def test_the_worker_says_why_its_engine_did_not_load(
     shared_redis, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert worker.main(["--queue", shared_redis.url, "--engine", "engine_double:broken"]) == 1
+    assert worker_cli.main(["--queue", shared_redis.url, "--engine", "engine_double:broken"]) == 1
     assert capsys.readouterr().err == "outpaint-worker: cannot load the engine: no CUDA device here\n"

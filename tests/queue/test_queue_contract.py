@@ -6,8 +6,10 @@ steps by test hooks. Only tests about many jobs and their order use the fast eng
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import threading
 from contextlib import aclosing
 from pathlib import Path
 
@@ -20,12 +22,13 @@ from queue_helpers import (
     SOURCE_PNG,
     WAIT_S,
     Harness,
+    answer,
     collect,
     eventually,
     make_job,
     queue_settings,
 )
-from real_engine import direct_canvases
+from real_engine import HookedEngine, direct_canvases
 
 from outpaint_engine.imageio import decode_png, encode_png
 from outpaint_engine.job import (
@@ -40,6 +43,7 @@ from outpaint_engine.job import (
     Started,
 )
 from outpaint_engine.plan import PlanError
+from outpaint_engine.queue import embedded
 from outpaint_engine.queue.base import QueueError
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import INTERMEDIATE_TTL_S, RedisQueue
@@ -335,6 +339,29 @@ async def test_a_poison_job_fails_politely_after_max_deliveries(harness: Harness
         ]
 
 
+async def test_a_job_that_fails_on_every_delivery_but_gets_further_each_time_finishes(
+    harness: Harness, engine: Outpainter
+) -> None:
+    failed_in: list[int] = []
+
+    def fail_once_per_step(spec, step, denoise, cancel):  # each delivery stores a step, then fails
+        if step > 0 and step not in failed_in:
+            failed_in.append(step)
+            raise RuntimeError("CUDA hiccup")
+
+    harness.engine.hook = fail_once_per_step
+    job = make_job(62, times=3)  # 4 steps: 4 deliveries, more than max_deliveries (3)
+    await harness.queue.submit(job, SOURCE_PNG)
+    events = await collect(harness.queue, job.id)
+
+    assert expanded_steps(events) == [0, 1, 2, 3] and kinds(events).count("done") == 1
+    assert harness.engine.runs == [(62, 0), (62, 1), (62, 2), (62, 3)]
+    assert harness.engine.computed == [(62, s) for s in range(4)]  # nothing computed twice
+    final = await harness.queue.get(job.id)
+    assert final is not None and (final.state, final.attempts) == (JobState.DONE, 4)
+    await assert_canvases(harness, engine, job)
+
+
 async def test_retry_a_failed_job_continues_after_its_checkpoint(
     harness: Harness, engine: Outpainter
 ) -> None:
@@ -478,3 +505,114 @@ async def test_a_worker_whose_job_was_taken_over_stops_it_quietly(
     final = await harness.queue.get(job.id)
     assert final is not None and (final.state, final.steps_done) == (JobState.RUNNING, 1)
     assert harness.engine.computed == [(25, 0), (26, 0), (26, 1), (26, 2)]
+
+
+# --- a backend that stops answering ---------------------------------------------------------------
+
+
+async def test_a_backend_that_stops_answering_fails_calls_and_loses_nothing(
+    impatient_harness: Harness, engine: Outpainter, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness, queue = impatient_harness, impatient_harness.queue
+    caplog.set_level(logging.WARNING)
+    job, other = make_job(27), make_job(28, user=2)
+    pause = Pause(seed=27, step=1)
+    harness.engine.hook = pause
+    await queue.submit(job, SOURCE_PNG)
+    await reached(pause)  # step 0 is stored
+    seen = []
+    async with aclosing(queue.events(job.id)) as events:
+        async for item in events:
+            seen.append(item)
+            if isinstance(item[1], Expanded):
+                break
+
+    with harness.unresponsive():
+        writes = {
+            "submit": lambda: queue.submit(other, SOURCE_PNG),
+            "cancel": lambda: queue.cancel("nosuchjob"),
+            "retry": lambda: queue.retry("nosuchjob"),
+            "purge": lambda: queue.purge(older_than_s=3600),
+        }
+        reads = {
+            "get": lambda: queue.get(job.id),
+            "list_jobs": lambda: queue.list_jobs(user_id=1, states=[JobState.RUNNING]),
+            "position": lambda: queue.position(job.id),
+            "eta": lambda: queue.eta(job.id),
+            "get_canvas": lambda: queue.get_canvas(job.id, 0),
+        }
+        if harness.kind == "redis":  # the embedded journal has no new event to give meanwhile
+            reads["events"] = lambda: anext(aiter(queue.events(job.id, after=seen[-1][0])))
+        outcomes = {name: await answer(call) for name, call in {**writes, **reads}.items()}
+        pause.go.set()  # the worker's next write meets the unresponsive backend and waits
+
+        async def worker_waits() -> bool:
+            return "unavailable while" in caplog.text
+
+        await eventually(worker_waits, "the worker to find the backend unavailable")
+
+    if harness.kind == "redis":  # each call gave up after queue_timeout_s
+        assert set(outcomes.values()) == {
+            f"The job queue at {harness.settings.queue} did not answer within 0.3 s."
+        }
+    else:  # a write waited queue_timeout_s for the lock; reads never wait (WAL)
+        journal = harness.settings.data_dir / "queue.sqlite3"
+        assert {outcomes[name] for name in writes} == {
+            f"The job journal {journal} did not answer (database is locked)."
+        }
+        assert {outcomes[name] for name in reads} == {"answered"}
+    rest = await collect(queue, job.id, after=seen[-1][0])  # the follower resubscribes
+    whole = seen + rest
+    assert [seq for seq, _ in whole] == list(range(1, len(whole) + 1))
+    assert expanded_steps(whole) == [0, 1, 2] and kinds(whole).count("done") == 1
+    assert harness.engine.computed == [(27, 0), (27, 1), (27, 2)]
+    await assert_canvases(harness, engine, job)
+    # A submit that failed as unavailable may still land (Redis ran the command it was sent when
+    # it woke up): sending it again is safe.
+    with contextlib.suppress(QueueError):
+        await queue.submit(other, SOURCE_PNG)
+    assert kinds(await collect(queue, other.id)).count("done") == 1
+
+
+# --- the embedded queue only -----------------------------------------------------------------------
+
+
+async def test_an_older_journal_gains_the_stall_count(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "queue.sqlite3") as db:  # the jobs table before stalls
+        db.execute(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, guild_id INTEGER,"
+            " state TEXT NOT NULL, round INTEGER NOT NULL, seq INTEGER NOT NULL, created_at REAL NOT NULL,"
+            " finished_at REAL, owner TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0, data TEXT NOT NULL)"
+        )
+    job = make_job(96)
+    async with EmbeddedQueue(queue_settings("embedded", tmp_path)) as operator:
+        await operator.submit(job, SOURCE_PNG)
+        assert await operator.list_jobs(states=[JobState.QUEUED]) == [job]
+
+
+async def test_closing_while_the_engine_loads_hands_the_job_back(
+    tmp_path: Path, engine: Outpainter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "JOIN_TIMEOUT_S", 0.1)
+    settings = queue_settings("embedded", tmp_path)
+    loading, loaded = threading.Event(), threading.Event()
+
+    def slow_engine() -> HookedEngine:
+        loading.set()
+        loaded.wait(WAIT_S)  # a model that takes minutes to load
+        return HookedEngine(engine)
+
+    job = make_job(97)
+    async with EmbeddedQueue(settings, engine_factory=slow_engine, poll_s=0.05) as bot:
+        await bot.submit(job, SOURCE_PNG)
+        assert await asyncio.to_thread(loading.wait, WAIT_S)
+    async with EmbeddedQueue(settings) as operator:
+        handed_back = await operator.get(job.id)
+    assert handed_back is not None and (handed_back.state, handed_back.attempts) == (JobState.QUEUED, 0)
+    loaded.set()  # the old worker thread wakes up to a closed queue and drops the job
+
+    restarted_engine = HookedEngine(engine)
+    async with EmbeddedQueue(settings, engine_factory=lambda: restarted_engine, poll_s=0.05) as bot:
+        assert kinds(await collect(bot, job.id))[-1] == "done"
+        final = await bot.get(job.id)
+        assert final is not None and final.attempts == 1  # the handed-back delivery did not count

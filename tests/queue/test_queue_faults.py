@@ -1,245 +1,250 @@
-"""Fault tests: real processes die mid-job and nothing is lost or done twice.
+"""Fault tests of the Redis backend: real processes die, freeze or stop mid-job, and nothing is
+lost or done twice (see :mod:`processes`).
 
-Workers are real ``outpaint-worker`` processes (``python -m outpaint_engine.worker``) running the
-real tiny engine (:func:`real_engine.from_env`); each writes what it computed to a shared log, so
-the tests can check that every expansion step was computed exactly once across all the workers,
-and the final pixels are those of one direct run. Two tests use the fast engine double instead,
-and say why: the job that kills every worker, and 2 workers × 20 jobs.
+The workers run the real tiny engine, except in two tests that use the fast engine double and say
+why: the job that kills every worker, and 2 workers × 20 jobs. Timeouts are short in the settings
+(heartbeat 0.2 s, reclaim after 1 s, queue timeout 0.3 s) so that no test waits long.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
+import contextlib
+import logging
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from engine_double import GATE_ENV, LOG_ENV
+import redis
+from engine_double import Pause
+from processes import (
+    DOUBLE,
+    Follower,
+    Processes,
+    assert_complete_once,
+    assert_final_canvas,
+    expanded,
+    started,
+    story,
+)
 from queue_helpers import (
-    SOURCE,
     SOURCE_PNG,
-    START_S,
     WAIT_S,
+    Harness,
     RedisServer,
+    answer,
     collect,
     eventually,
     make_job,
     queue_settings,
 )
-from real_engine import MODELS_ENV, HookedEngine, direct_canvases
+from real_engine import HookedEngine
 
-from outpaint_engine.imageio import decode_png
-from outpaint_engine.job import Done, Event, Expanded, Failed, JobState, Progress, Started
-from outpaint_engine.queue.embedded import EmbeddedQueue
+from outpaint_engine.job import Failed, JobState
+from outpaint_engine.queue.base import QueueError
 from outpaint_engine.queue.redis import RedisQueue
 from outpaint_engine.runner import Outpainter
 from outpaint_engine.worker import FAILED_POLITELY
 
-HERE = Path(__file__).parent
-REPO = HERE.parent.parent
-REAL = "real_engine:from_env"
-DOUBLE = "engine_double:from_env"
+TIMEOUT_S = 0.3
+"""``queue_timeout_s`` of these tests (the default is 3 s)."""
 
 
-class Processes:
-    """Worker (or bot) subprocesses sharing one engine log; all killed at the end."""
-
-    def __init__(self, tmp: Path, models: Path) -> None:
-        self.tmp = tmp
-        self.models = models
-        self.log = tmp / "engine.log"
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def env(self, gate: Path | None, **settings: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPAINT_")}
-        env.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
-                "HF_HUB_OFFLINE": "1",
-                "OUTPAINT_HEARTBEAT_S": "0.2",
-                "OUTPAINT_RECLAIM_AFTER_S": "1",
-                LOG_ENV: str(self.log),
-                MODELS_ENV: str(self.models),
-                **settings,
-            }
-        )
-        if gate is not None:
-            env[GATE_ENV] = f"{gate}:1"
-        return env
-
-    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        with (self.tmp / f"{name}.out").open("ab") as out:
-            process = subprocess.Popen([sys.executable, *args], cwd=self.tmp, env=env, stdout=out, stderr=out)
-        self.started.append(process)
-        return process
-
-    def worker(
-        self, url: str, name: str, *, engine: str = REAL, gate: Path | None = None, **settings: str
-    ) -> subprocess.Popen[bytes]:
-        """``outpaint-worker`` running ``engine`` (:data:`REAL` or :data:`DOUBLE`); with ``gate``,
-        it holds in step 1 until the gate file exists."""
-        args = ["-m", "outpaint_engine.worker", "--engine", engine, "--name", name]
-        return self.spawn(args, self.env(gate, OUTPAINT_QUEUE=url, **settings), name)
-
-    async def serving(self, process: subprocess.Popen[bytes], name: str) -> None:
-        """Until the worker ``name`` has loaded its engine and serves the queue."""
-        out = self.tmp / f"{name}.out"
-
-        async def up() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited ({process.returncode}): {out.read_text()[-2000:]}")
-            return out.exists() and f"worker {name} serving" in out.read_text()
-
-        await eventually(up, f"{name} to load its engine", START_S)
-
-    def records(self) -> list[dict[str, int]]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def steps_by_pid(self, seed: int) -> list[tuple[int, int]]:
-        return [(r["pid"], r["step"]) for r in self.records() if r["seed"] == seed and "step" in r]
-
-    def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    with capsys.disabled():
+        print(f"\n[queue] {line}")
 
 
-@pytest.fixture
-def processes(tmp_path: Path, tiny_models_root: Path):
-    procs = Processes(tmp_path, tiny_models_root)
-    yield procs
-    procs.stop_all()
-
-
-def story(events: list[tuple[int, Event]]) -> list[str]:
-    return [e.kind for _, e in events if not isinstance(e, Progress)]
-
-
-def assert_complete_once(events: list[tuple[int, Event]], total: int) -> None:
-    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
-    assert [e.step for _, e in events if isinstance(e, Expanded)] == list(range(total))
-    assert [type(e) for _, e in events if e.terminal] == [Done]
-
-
-async def assert_final_canvas(queue, job, engine: Outpainter) -> None:
-    """The last stored step holds the pixels of one uninterrupted direct run."""
-    png = await queue.get_canvas(job.id, job.spec.times)  # a square-up step + `times` steps
-    assert png is not None and np.array_equal(decode_png(png), direct_canvases(engine, SOURCE, job.spec)[-1])
-
-
-async def first(events, predicate) -> tuple[int, Event]:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            async for item in events:
-                if predicate(item[1]):
-                    return item
-    except TimeoutError:
-        raise AssertionError("timed out waiting for an event") from None
-    raise AssertionError("the job ended first")
-
-
-async def test_a_killed_worker_s_job_is_finished_by_another_from_its_checkpoint(
+async def test_a_job_killed_mid_expansion_on_every_delivery_still_finishes(
     redis_server: RedisServer,
     processes: Processes,
     tmp_path: Path,
     engine: Outpainter,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    doomed = processes.worker(redis_server.url, "doomed", gate=tmp_path / "never")
-    await processes.serving(doomed, "doomed")
+    # Three workers with max_deliveries 2; each finishes the first expansion it starts and waits in
+    # the next one, where the test kills it: two deliveries killed, then a third finishes the job.
+    workers = {
+        name: processes.worker(redis_server.url, name, one_step=True, OUTPAINT_MAX_DELIVERIES="2")
+        for name in ("w0", "w1", "w2")
+    }
+    for name, process in workers.items():
+        await processes.serving(process, name)
     async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
-        job = make_job(1, times=3)
+        job = make_job(1, times=2)  # 3 steps
         await queue.submit(job, SOURCE_PNG)
-        events = queue.events(job.id)
-        await first(events, lambda e: isinstance(e, Expanded))  # step 0 stored; held in step 1
-        rescuer = processes.worker(redis_server.url, "rescuer")
-        await processes.serving(rescuer, "rescuer")  # idle: the job is still the doomed worker's
+        follower = Follower(queue, job.id)
+        recoveries = []
+        for step in range(2):
+            await follower.until(lambda n=step: expanded(follower.seen) > n, f"expansion {step}")
+            holder = next(pid for pid, done in processes.steps_by_pid(1) if done == step)
+            next(p for p in workers.values() if p.pid == holder).kill()
+            killed_at = time.monotonic()
+            await follower.until(lambda n=step: started(follower.seen) > n + 1, "a worker to take over")
+            recoveries.append(time.monotonic() - killed_at)
+        events = await follower.result()
 
-        doomed.kill()
-        killed_at = time.monotonic()
-        await first(events, lambda e: isinstance(e, Started))
-        recovery_s = time.monotonic() - killed_at
-        await events.aclose()
-        everything = await collect(queue, job.id)
-
-        assert_complete_once(everything, total=4)
-        assert story(everything).count("started") == 2
-        assert processes.steps_by_pid(1) == [(doomed.pid, 0)] + [(rescuer.pid, s) for s in (1, 2, 3)]
-        assert {"pid": rescuer.pid, "seed": 1, "resume": 1} in processes.records()
+        assert_complete_once(events, total=3)
+        assert story(events).count("started") == 3
+        computed = processes.steps_by_pid(1)
+        assert [step for _, step in computed] == [0, 1, 2]  # each expansion once
+        assert len({pid for pid, _ in computed}) == 3  # by three workers
+        resumes = [r["resume"] for r in processes.records() if r["seed"] == 1 and "resume" in r]
+        assert resumes == [0, 1, 2]
         await assert_final_canvas(queue, job, engine)
         final = await queue.get(job.id)
-        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 2)
-    with capsys.disabled():
-        print(
-            f"\n[queue] recovery after a worker kill: {recovery_s:.2f} s (reclaim_after_s=1, heartbeat 0.2 s)"
-        )
+        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 3)
+        assert await queue.dead_letters() == []
+    report(
+        capsys,
+        "recovery after each worker kill: "
+        + ", ".join(f"{s:.2f}" for s in recoveries)
+        + " s (reclaim_after_s=1, heartbeat 0.2 s)",
+    )
 
 
 async def test_a_stopped_worker_hands_its_job_back(
     redis_server: RedisServer, processes: Processes, tmp_path: Path, engine: Outpainter
 ) -> None:
-    leaving = processes.worker(redis_server.url, "leaving", gate=tmp_path / "never")
-    await processes.serving(leaving, "leaving")
+    gate = tmp_path / "gate"
+    workers = {name: processes.worker(redis_server.url, name, gate=gate) for name in ("a", "b")}
+    for name, process in workers.items():
+        await processes.serving(process, name)
     async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
         job = make_job(6, times=2)
         await queue.submit(job, SOURCE_PNG)
-        events = queue.events(job.id)
-        await first(events, lambda e: isinstance(e, Expanded))
+        follower = Follower(queue, job.id)
+        await follower.until(lambda: expanded(follower.seen) == 1, "expansion 0")
+        ((leaving_pid, _),) = processes.steps_by_pid(6)
+        leaving = next(p for p in workers.values() if p.pid == leaving_pid)
+        staying = next(p for p in workers.values() if p is not leaving)
 
         leaving.send_signal(signal.SIGTERM)  # a deploy: stop after the current denoising step
         assert await asyncio.to_thread(leaving.wait, WAIT_S) == 0
+        await follower.until(lambda: started(follower.seen) == 2, "the other worker to take the job")
         handed_back = await queue.get(job.id)
-        assert handed_back is not None
-        assert (handed_back.state, handed_back.steps_done, handed_back.attempts) == (JobState.QUEUED, 1, 0)
-        assert await queue.position(job.id) == 1
+        assert handed_back is not None  # the stopped delivery did not count
+        assert (handed_back.state, handed_back.steps_done, handed_back.attempts) == (JobState.RUNNING, 1, 1)
+        gate.touch()
 
-        staying = processes.worker(redis_server.url, "staying")
-        await events.aclose()
-        await processes.serving(staying, "staying")
-        assert_complete_once(await collect(queue, job.id), total=3)
+        assert_complete_once(await follower.result(), total=3)
         assert processes.steps_by_pid(6) == [(leaving.pid, 0), (staying.pid, 1), (staying.pid, 2)]
         await assert_final_canvas(queue, job, engine)
 
 
-async def test_redis_killed_and_restarted_mid_job(
-    redis_server: RedisServer, processes: Processes, tmp_path: Path, engine: Outpainter
+async def test_redis_frozen_then_killed_mid_job_loses_and_repeats_nothing(
+    redis_server: RedisServer,
+    processes: Processes,
+    tmp_path: Path,
+    engine: Outpainter,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    gate = tmp_path / "gate"
-    worker = processes.worker(redis_server.url, "survivor", gate=gate)
+    frozen_gate, killed_gate = tmp_path / "frozen", tmp_path / "killed"
+    worker = processes.worker(
+        redis_server.url,
+        "survivor",
+        gates={1: frozen_gate, 2: killed_gate},
+        OUTPAINT_QUEUE_TIMEOUT_S=str(TIMEOUT_S),
+    )
     await processes.serving(worker, "survivor")
-    async with RedisQueue(queue_settings(redis_server.url, tmp_path)) as queue:
-        job = make_job(2, times=3)
+    worker_log = processes.out("survivor")
+    settings = queue_settings(redis_server.url, tmp_path, queue_timeout_s=TIMEOUT_S)
+    async with RedisQueue(settings, follow_block_s=0.5) as queue:
+        job, other = make_job(2, times=3), make_job(7, user=2)
         await queue.submit(job, SOURCE_PNG)
-        seen = []
-        async with asyncio.timeout(WAIT_S):
-            async for item in queue.events(job.id):
-                seen.append(item)
-                if isinstance(item[1], Expanded):
-                    break
+        follower = Follower(queue, job.id)  # as the bot follows it: resubscribes after an outage
+        await follower.until(lambda: expanded(follower.seen) == 1, "expansion 0")
+        calls = {
+            "get": lambda: queue.get(job.id),
+            "position": lambda: queue.position(job.id),
+            "get_canvas": lambda: queue.get_canvas(job.id, 0),
+            "submit": lambda: queue.submit(other, SOURCE_PNG),
+            "cancel": lambda: queue.cancel("nosuchjob"),
+        }
+
+        with redis_server.frozen():  # SIGSTOP: connections stay open, nothing answers
+            frozen_at = time.monotonic()
+            while_frozen = {name: await answer(call) for name, call in calls.items()}
+            await follower.until(lambda: len(follower.outages) >= 1, "the follower to notice")
+            noticed_s = follower.outages[0][0] - frozen_at
+            frozen_gate.touch()  # the worker's next write meets the frozen Redis: it waits
+
+            async def worker_waits() -> bool:
+                return "Redis unavailable while" in worker_log.read_text()
+
+            await eventually(worker_waits, "the worker to find Redis frozen")
+        await follower.until(lambda: expanded(follower.seen) == 2, "expansion 1 after the thaw")
 
         redis_server.kill()  # SIGKILL: only the append-only file survives
-        gate.touch()  # the worker goes on and meets a dead Redis
+        killed_at, outages = time.monotonic(), len(follower.outages)
+        while_killed = {name: await answer(call) for name, call in calls.items()}
+        await follower.until(lambda: len(follower.outages) > outages, "the follower to notice")
+        logged = worker_log.read_text().count("Redis unavailable while")
+        killed_gate.touch()  # the worker goes on and meets a dead Redis
 
         async def worker_retries() -> bool:
-            return "Redis unreachable while" in (tmp_path / "survivor.out").read_text()
+            return worker_log.read_text().count("Redis unavailable while") > logged
 
         await eventually(worker_retries, "the worker to find Redis gone")
         redis_server.start()
-        rest = await collect(queue, job.id, after=seen[-1][0])
+        restarted_at = time.monotonic()
+        events = await follower.result()
+        resumed_s = time.monotonic() - restarted_at
+        down_s = restarted_at - killed_at
 
-        assert_complete_once(seen + rest, total=4)
-        assert sorted(step for _, step in processes.steps_by_pid(2)) == [0, 1, 2, 3]
-        assert {pid for pid, _ in processes.steps_by_pid(2)} == {worker.pid}
+        assert set(while_frozen.values()) == {
+            f"The job queue at {settings.queue} did not answer within 0.3 s."
+        }
+        assert "answered" not in while_killed.values()
+        assert_complete_once(events, total=4)
+        progress = [(e.step, e.denoise) for _, e in events if e.kind == "progress"]
+        assert len(progress) == len(set(progress))  # a report sent again during the freeze is published once
+        assert processes.steps_by_pid(2) == [(worker.pid, s) for s in range(4)]
         await assert_final_canvas(queue, job, engine)
+        with contextlib.suppress(QueueError):  # the submit sent during the freeze may have landed
+            await queue.submit(other, SOURCE_PNG)
+        assert story(await collect(queue, other.id)).count("done") == 1
+    report(
+        capsys,
+        f"Redis frozen: calls failed after {TIMEOUT_S} s, the follower noticed in {noticed_s:.2f} s "
+        f"(block 0.5 s); Redis down {down_s:.2f} s: the job finished {resumed_s:.2f} s after the restart",
+    )
+
+
+async def test_a_healthy_follow_logs_no_warning(
+    redis_server: RedisServer, tmp_path: Path, engine: Outpainter, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The follower's blocking read (0.5 s) is longer than the queue timeout (0.3 s): it must run on
+    # connections whose socket timeout covers it, or every read would time out on a healthy Redis.
+    caplog.set_level(logging.WARNING)
+    settings = queue_settings(redis_server.url, tmp_path, queue_timeout_s=TIMEOUT_S)
+    harness = Harness("redis", settings, HookedEngine(engine))
+    await harness.start()
+    try:
+        pause = Pause(seed=8, step=1)
+        harness.engine.hook = pause
+        job = make_job(8)
+        await harness.queue.submit(job, SOURCE_PNG)
+        assert await asyncio.to_thread(pause.reached.wait, WAIT_S)
+        async with RedisQueue(settings, follow_block_s=0.5) as queue:
+            stats = redis.Redis.from_url(redis_server.url)
+            stats.config_resetstat()
+            follower = Follower(queue, job.id)
+
+            def blocking_reads() -> int:
+                return stats.info("commandstats").get("cmdstat_xread", {}).get("calls", 0)
+
+            await follower.until(lambda: blocking_reads() >= 6, "six blocking reads")  # five ran out
+            pause.go.set()
+            events = await follower.result()
+            stats.close()
+    finally:
+        await harness.close()
+    assert follower.outages == []
+    assert [e.kind for _, e in events if e.terminal] == ["done"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_a_job_that_kills_its_workers_ends_in_the_dead_letter_stream(
@@ -310,41 +315,3 @@ async def test_two_workers_twenty_jobs_five_users_in_fair_order(
         assert pids == {w.pid for w in workers}
         for job in jobs:
             assert sorted(step for _, step in processes.steps_by_pid(job.spec.seed)) == [0, 1]
-
-
-async def test_embedded_bot_killed_mid_job_resumes_from_its_checkpoint(
-    processes: Processes, tmp_path: Path, engine: Outpainter
-) -> None:
-    data = tmp_path / "data"
-    bot = processes.spawn(
-        [str(HERE / "embedded_host.py"), str(data)], processes.env(tmp_path / "never"), "bot"
-    )
-    job = make_job(5, times=3)
-    settings = queue_settings("embedded", data)
-
-    async def journal_exists() -> bool:
-        if bot.poll() is not None:
-            raise AssertionError(f"the bot exited: {(tmp_path / 'bot.out').read_text()[-2000:]}")
-        return (data / "queue.sqlite3").exists()
-
-    await eventually(journal_exists, "the bot to open its journal", START_S)
-    async with EmbeddedQueue(settings, poll_s=0.02) as operator:  # no worker: the bot's runs it
-        await operator.submit(job, SOURCE_PNG)
-        seen = []
-        async with asyncio.timeout(START_S):  # the bot loads its engine for this first job
-            async for item in operator.events(job.id):
-                seen.append(item)
-                if isinstance(item[1], Expanded):
-                    break
-    bot.kill()  # SIGKILL: the journal says "running", step 0 is checkpointed
-
-    restarted_engine = HookedEngine(engine)
-    async with EmbeddedQueue(settings, engine_factory=lambda: restarted_engine, poll_s=0.02) as restarted:
-        rest = await collect(restarted, job.id, after=seen[-1][0])
-        assert_complete_once(seen + rest, total=4)
-        assert processes.steps_by_pid(5) == [(bot.pid, 0)]
-        assert restarted_engine.runs == [(5, 1)]
-        assert restarted_engine.computed == [(5, 1), (5, 2), (5, 3)]
-        await assert_final_canvas(restarted, job, engine)
-        final = await restarted.get(job.id)
-        assert final is not None and (final.state, final.attempts) == (JobState.DONE, 2)

@@ -1,40 +1,30 @@
-"""The worker: the one loop that runs jobs, for both queue backends, and ``outpaint-worker``.
+"""The worker loop: the one loop that runs jobs, for both queue backends.
 
 claim → load the source and the last checkpoint → ``engine.run`` → store a checkpoint and publish
 ``Expanded`` after every expansion step → ``Done`` → acknowledge. The embedded queue runs this loop
-in a thread of the bot process; ``outpaint-worker`` runs it against a Redis queue, one job at a
-time (one worker per GPU).
+in a thread of the bot process; ``outpaint-worker`` (:mod:`outpaint_engine.worker.cli`) runs it
+against a Redis queue.
 
 Outcomes: a cancelled job publishes ``Cancelled``; a request the engine cannot do (``PlanError``,
 ``ImageInputError``) fails at once with the engine's own sentence; anything else is logged with its
-traceback and retried until the job has been delivered ``max_deliveries`` times, then fails with a
-polite generic reason (Redis also moves it to the dead-letter stream). A worker that stops hands
-its job back; the next worker continues after the last checkpoint.
-
-A worker reads only ``OUTPAINT_*`` settings (queue and engine): the bot's Discord token never
-reaches it.
+traceback and retried, unless the job has now stalled (made no progress) on ``max_deliveries``
+deliveries: then it fails with a polite generic reason (Redis also moves it to the dead-letter
+stream). A worker that stops hands its jobs back; the next worker continues after the last
+checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import logging
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
-
-from pydantic import ValidationError
 
 from outpaint_engine.api import Checkpoint, Engine, StepProgress
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import JobCancelledError, Progress
 from outpaint_engine.plan import PlanError
-from outpaint_engine.queue import REDIS_SCHEMES
-from outpaint_engine.queue.base import Claim, LostClaim, QueueError, WorkerSide
-from outpaint_engine.settings import EngineSettings, QueueSettings, describe_setting_error
+from outpaint_engine.worker.side import Claim, LostClaim, WorkerSide
 
 log = logging.getLogger("outpaint.worker")
 
@@ -51,8 +41,9 @@ EngineFactory = Callable[[], Engine]
 
 
 class Worker:
-    """Runs claimed jobs one at a time on an engine created (in the worker's thread) by
-    ``engine_factory``. :meth:`serve` loops until :meth:`stop`."""
+    """Runs claimed jobs on an engine created (in the serving thread) by ``engine_factory``.
+    :meth:`serve` loops until :meth:`stop`. Each claim's state lives on its :class:`Claim`, so
+    several threads may serve one worker."""
 
     def __init__(self, side: WorkerSide, engine_factory: EngineFactory, *, idle_wait_s: float = 1.0) -> None:
         self.side = side
@@ -60,22 +51,28 @@ class Worker:
         self.idle_wait_s = idle_wait_s
         self._engine: Engine | None = None
         self._stop = threading.Event()
-        self._lock = threading.RLock()  # stop() may run in a signal handler on the serving thread
-        self._current: Claim | None = None
+        self._lock = threading.RLock()  # stop() may run in a signal handler on a serving thread
+        self._loading = threading.Lock()  # serving threads share one engine
+        self._claims: dict[str, Claim] = {}  # by claim token: the jobs being run now
 
     def engine(self) -> Engine:
-        if self._engine is None:
-            log.info("loading the engine")
-            self._engine = self.engine_factory()
-        return self._engine
+        with self._loading:
+            if self._engine is None:
+                log.info("loading the engine")
+                self._engine = self.engine_factory()
+            return self._engine
 
     def stop(self) -> None:
-        """Stop after the current denoising step; the running job goes back to the queue."""
+        """Stop after the current denoising step; running jobs go back to the queue."""
         with self._lock:
             self._stop.set()
-            if self._current is not None:
-                self._current.shutdown = True
-                self._current.cancel.cancel()
+            for claim in self._claims.values():
+                self._hand_back(claim)
+
+    @staticmethod
+    def _hand_back(claim: Claim) -> None:
+        claim.shutdown = True
+        claim.cancel.cancel()
 
     def serve(self) -> None:
         while not self._stop.is_set():
@@ -90,24 +87,29 @@ class Worker:
             if claim is None:
                 continue
             with self._lock:
-                self._current = claim
+                self._claims[claim.token] = claim
                 if self._stop.is_set():
-                    claim.shutdown = True
-                    claim.cancel.cancel()
+                    self._hand_back(claim)
             try:
                 self.run(claim)
             except Exception:  # the queue itself failed us: the delivery is retried or reclaimed
                 log.exception("job %s: could not record its outcome", claim.job.id)
             finally:
                 with self._lock:
-                    self._current = None
+                    del self._claims[claim.token]
                 self.side.end(claim)
         log.info("worker stopped")
 
     def run(self, claim: Claim) -> None:
         """Run one claimed job to an outcome (or hand it back)."""
         job = claim.job
-        log.info("job %s: attempt %d of %d", job.id, job.attempts, self.side.max_deliveries)
+        log.info(
+            "job %s: delivery %d, %d of %d allowed without progress",
+            job.id,
+            job.attempts,
+            claim.stalls,
+            self.side.max_deliveries,
+        )
         try:
             try:
                 self._run(claim)
@@ -124,9 +126,11 @@ class Worker:
                 log.info("job %s: refused: %s", job.id, error)
                 self.side.failed(claim, str(error), retry=False)
             except Exception as error:
-                retry = job.attempts < self.side.max_deliveries
+                retry = (
+                    claim.stalls < self.side.max_deliveries
+                )  # a delivery that progressed gave its stall back
                 log.exception(
-                    "job %s: attempt %d failed%s", job.id, job.attempts, "; will retry" if retry else ""
+                    "job %s: delivery %d failed%s", job.id, job.attempts, "; will retry" if retry else ""
                 )
                 detail = f"{type(error).__name__}: {error}"
                 self.side.failed(claim, FAILED_POLITELY, retry=retry, detail=detail)
@@ -141,6 +145,7 @@ class Worker:
             side.failed(claim, SOURCE_GONE, retry=False)
             return
         engine = self.engine()
+        claim.cancel.raise_if_cancelled()  # the worker stopped while the engine loaded
         source = decode_png(source_png)
         total = engine.plan(source.shape[1], source.shape[0], job.spec).total_steps
         if total == 0:
@@ -184,92 +189,3 @@ class Worker:
             self.side.progress(claim, event)
 
         return report
-
-
-# --- outpaint-worker ----------------------------------------------------------------------------
-
-
-def _engine_factory(spec: str | None, settings: EngineSettings) -> EngineFactory:
-    if spec:  # tests: "module:callable" returning an engine (e.g. the fast engine double)
-        module, _, name = spec.partition(":")
-        return getattr(importlib.import_module(module), name)
-
-    def load() -> Engine:
-        from outpaint_engine.runner import Outpainter
-
-        return Outpainter.load(settings)
-
-    return load
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="outpaint-worker",
-        description="Run a GPU worker for a Redis job queue (one job at a time; run one per GPU).",
-    )
-    parser.add_argument("--queue", help="redis://host:port/db (default: $OUTPAINT_QUEUE)")
-    parser.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: $OUTPAINT_DEVICE)")
-    parser.add_argument("--name", help="this worker's name in the queue (default: host-pid)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default: INFO)")
-    parser.add_argument("--engine", help=argparse.SUPPRESS)  # for tests only: module:callable
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-    try:
-        settings, engine_settings = QueueSettings(), EngineSettings()
-    except ValidationError as error:
-        print(f"outpaint-worker: {describe_setting_error(error)}", file=sys.stderr)
-        return 2
-    if args.queue:
-        settings = settings.model_copy(update={"queue": args.queue})
-    if args.device:
-        engine_settings = engine_settings.model_copy(update={"device": args.device})
-    if not settings.queue.startswith(REDIS_SCHEMES):
-        print(
-            "outpaint-worker needs a Redis queue: pass --queue redis://HOST:6379/0 or set OUTPAINT_QUEUE "
-            "(with the embedded queue the bot runs its own worker).",
-            file=sys.stderr,
-        )
-        return 2
-
-    from outpaint_engine.queue.redis import RedisWorkerSide, describe_url
-
-    try:
-        side = RedisWorkerSide(settings, name=args.name)
-    except QueueError as error:
-        print(f"outpaint-worker: {error}", file=sys.stderr)
-        return 2
-    try:
-        side.check()
-    except Exception as error:
-        print(
-            f"outpaint-worker: cannot reach Redis at {describe_url(settings.queue)}: {error}", file=sys.stderr
-        )
-        return 1
-    try:
-        worker = Worker(side, _engine_factory(args.engine, engine_settings), idle_wait_s=side.idle_wait_s)
-        worker.engine()
-    except KeyboardInterrupt:
-        print("outpaint-worker: interrupted while loading the engine", file=sys.stderr)
-        return 130
-    except Exception as error:
-        log.debug("engine load failed", exc_info=True)
-        print(f"outpaint-worker: cannot load the engine: {error}", file=sys.stderr)
-        return 1
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: stopping after the current denoising step", signal.Signals(signum).name)
-        side.stopping()
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("worker %s serving %s", side.name, describe_url(settings.queue))
-    worker.serve()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
