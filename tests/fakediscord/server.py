@@ -34,7 +34,7 @@ from .models import (
     User,
     walk_components,
 )
-from .rest import RestApi
+from .rest import RequestHook, RestApi
 from .state import FakeState
 
 T = TypeVar("T")
@@ -110,6 +110,7 @@ class FakeDiscord:
         self.state.base_url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self.release_downloads()  # a held download would hold the server's shutdown
         if self._runner is not None:
             await self.gateway.close_all()
             await self._runner.cleanup()
@@ -372,6 +373,29 @@ class FakeDiscord:
         """Answer the next ``count`` REST requests (matching ``route``, a substring of the route
         pattern or path, if given) with 429 and ``retry_after``; discord.py waits and retries."""
         self.rest.rate_limit_next(count, retry_after, route, is_global)
+
+    def after_next(self, method: str, route: str, callback: Callable[[RequestRecord], Any]) -> None:
+        """Run ``callback(record)`` (sync or async) once, after the next ``method`` request matching
+        ``route`` was handled and before it is answered: e.g. to stop the bot right after Discord
+        created a message it posted, before the bot learns that it did."""
+        self.rest.hooks.append(RequestHook(method.upper(), route, callback))
+
+    @property
+    def held_downloads(self) -> int:
+        """Downloads of ``cdn_fault="hang"`` attachments the CDN is holding now."""
+        return self.state.held_downloads
+
+    def release_downloads(self) -> None:
+        """Let the CDN answer the held downloads (and any later ones) of "hang" attachments."""
+        self.state.downloads_released.set()
+        self.state.notifier.notify()
+
+    async def delete_message(self, message: StoredMessage | int) -> None:
+        """A moderator deletes a message (MESSAGE_DELETE); the bot's later edits of it get 10008."""
+        msg = self.state.message(None, message.id if isinstance(message, StoredMessage) else int(message))
+        self.state.delete_message(msg)
+        await self.rest._message_deleted(msg)
+        self.state.notifier.notify()
 
     @property
     def message_content_allowed(self) -> bool:
