@@ -54,6 +54,28 @@ WAIT_S = 120.0
 waits end as soon as their condition holds, so this never slows a passing test."""
 
 
+@contextlib.contextmanager
+def point_discord_at(base_url: str) -> Iterator[None]:
+    """Point discord.py at a fake Discord listening at ``base_url`` (also in another process, e.g.
+    a bot started by a test); restore afterwards."""
+    saved = (
+        discord.http.Route.BASE,
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+        discord.asset.Asset.BASE,
+    )
+    discord.http.Route.BASE = f"{base_url}/api/v10"
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(base_url.replace("http://", "ws://") + "/")
+    discord.asset.Asset.BASE = f"{base_url}/cdn"
+    try:
+        yield
+    finally:
+        (
+            discord.http.Route.BASE,
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            discord.asset.Asset.BASE,
+        ) = saved
+
+
 class FakeDiscord:
     """A fake Discord (REST, gateway, CDN) on ``127.0.0.1`` for the real discord.py client.
 
@@ -116,25 +138,9 @@ class FakeDiscord:
             await self._runner.cleanup()
             self._runner = None
 
-    @contextlib.contextmanager
-    def patched(self) -> Iterator[None]:
+    def patched(self) -> contextlib.AbstractContextManager[None]:
         """Point discord.py (REST base, gateway, CDN assets) at this fake; restore afterwards."""
-        saved = (
-            discord.http.Route.BASE,
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-            discord.asset.Asset.BASE,
-        )
-        discord.http.Route.BASE = f"{self.base_url}/api/v10"
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
-        discord.asset.Asset.BASE = f"{self.base_url}/cdn"
-        try:
-            yield
-        finally:
-            (
-                discord.http.Route.BASE,
-                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-                discord.asset.Asset.BASE,
-            ) = saved
+        return point_discord_at(self.base_url)
 
     async def __aenter__(self) -> FakeDiscord:
         await self.start()
@@ -238,6 +244,12 @@ class FakeDiscord:
         return self.state.add_guild(
             name, owner=self.alice, premium_tier=premium_tier, upload_limit=upload_limit
         )
+
+    async def set_permissions(self, guild: Guild, permissions: int) -> None:
+        """Change the bot's permissions in ``guild`` (its @everyone role); sends GUILD_ROLE_UPDATE."""
+        guild.everyone_permissions = permissions
+        (role,) = guild.role_payloads()
+        await self.gateway.dispatch("GUILD_ROLE_UPDATE", {"guild_id": str(guild.id), "role": role})
 
     async def set_premium_tier(self, guild: Guild, tier: int, *, upload_limit: int | None = None) -> None:
         """Change a guild's boost tier (and upload limit override); sends GUILD_UPDATE."""
