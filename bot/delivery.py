@@ -112,7 +112,7 @@ class JobFollower:
         if not isinstance(error, QueueUnavailable):
             log.warning("job %s: Discord is not answering (%s); retrying", self.job_id, error)
             return
-        log.warning("job %s: %s; reconnecting", self.job_id, error)
+        log.warning("job %s: reconnecting (%s)", self.job_id, error)
         self.position = None  # shown again once the queue is back
         with contextlib.suppress(discord.HTTPException, *TRANSIENT):
             await self.edit_status(messages.reconnecting(self.summary), view=status_view(self.job_id))
