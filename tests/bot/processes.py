@@ -24,13 +24,12 @@ class Processes:
 
     def env(self, **settings: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTPAINT_", "DISCORD_"))}
+        quick = {"OUTPAINT_HEARTBEAT_S": "0.2", "OUTPAINT_RECLAIM_AFTER_S": "1"}
         env.update(
             PYTHONPATH=os.pathsep.join([str(REPO), str(QUEUE_TESTS)]),
-            OUTPAINT_HEARTBEAT_S="0.2",
-            OUTPAINT_RECLAIM_AFTER_S="1",
             OUTPAINT_WINDOW="64",
             OUTPAINT_STEPS="2",
-            **settings,
+            **{**quick, **settings},
         )
         return env
 

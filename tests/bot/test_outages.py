@@ -11,45 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot import messages
 from outpaint_engine.job import Event
 from outpaint_engine.queue.base import JobQueue, QueueUnavailable
-from tests.bot.conftest import EXPAND, Harness, answer, image_upload, is_result, job_id_of, reached, size_of
+from tests.bot.conftest import (
+    EXPAND,
+    Harness,
+    RedisServer,
+    answer,
+    image_upload,
+    is_result,
+    job_id_of,
+    reached,
+    size_of,
+)
 from tests.bot.processes import Processes
 from tests.fakediscord import FakeDiscord, StoredMessage
 from tests.queue.engine_double import Pause
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "queue"))
-from queue_helpers import REDIS_SERVER, RedisServer
-
 QUICK = {"queue_refresh_s": 0.05, "reconnect_max_s": 0.2}
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.send_signal(signal.SIGCONT)  # a test that failed while Redis was frozen
-    server.stop()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 def results(fake: FakeDiscord) -> list[StoredMessage]:

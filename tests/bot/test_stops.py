@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ from tests.fakediscord import FakeDiscord, RequestRecord, Upload
 
 ENGINE_LOG = "OUTPAINT_TEST_ENGINE_LOG"
 ENGINE_GATE = "OUTPAINT_TEST_ENGINE_GATE"
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 async def journaled_jobs(data_dir: Path) -> list[Job]:
