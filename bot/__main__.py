@@ -8,6 +8,7 @@ processes and this process loads no model).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from bot import messages
 from bot.app import OutpaintBot
+from bot.lifecycle import serve
 from bot.settings import BotSettings
 from outpaint_engine.api import Engine
 from outpaint_engine.queue import open_queue
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=queue_settings.data_dir,
             sync_commands=args.sync,
         )
-        bot.run(token, log_handler=None)
+        asyncio.run(serve(bot, token))  # SIGTERM (docker/systemctl stop) stops it as cleanly as Ctrl-C
     except discord.LoginFailure:
         print(messages.BAD_TOKEN, file=sys.stderr)
         return 1

@@ -2,11 +2,13 @@
 
 Its life: ``setup_hook`` (after login, before the gateway) opens the bot's journal and the queue,
 registers the persistent buttons, syncs the commands when asked to, and resumes showing every job
-it had not finished showing. ``close`` stops all of it in the reverse order.
+it had not finished showing (their owners' caps rebuilt from the journal). ``close`` first lets the
+requests being taken in finish (``shutdown_grace_s``), then stops all of it in the reverse order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -15,11 +17,14 @@ from discord import app_commands
 
 from bot import commands, messages, replies
 from bot.delivery import Delivery
+from bot.errors import UserError
+from bot.interactions import report_error
 from bot.jobs import JobService
+from bot.lifecycle import InFlight
 from bot.limits import Limits
 from bot.settings import BotSettings
 from bot.store import BotStore
-from bot.views import JobButton
+from bot.views import JobButton, is_ours
 from outpaint_engine.queue.base import JobQueue
 from outpaint_engine.settings import EngineSettings
 
@@ -59,6 +64,9 @@ class OutpaintBot(discord.Client):
         self.limits = Limits(settings)
         self.jobs = JobService(queue, settings, engine, self.limits)
         self.delivery = Delivery(self)
+        self.inflight = InFlight()
+        self.forms = commands.OpenForms()
+        self._stopping: asyncio.Future[None] | None = None
         self.tree = app_commands.CommandTree(self)
         self.sync_commands = sync_commands
         commands.register(self)
@@ -89,9 +97,27 @@ class OutpaintBot(discord.Client):
     async def on_message(self, message: discord.Message) -> None:
         await replies.handle_message(self, message)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A short answer, instead of Discord's "This interaction failed", for what nothing else
+        handles: a button whose custom id this version does not know, a form sent before a restart."""
+        custom_id = (interaction.data or {}).get("custom_id", "")
+        if interaction.type is discord.InteractionType.component and not is_ours(custom_id):
+            await report_error(interaction, UserError(messages.BUTTON_OUTDATED))
+        elif interaction.type is discord.InteractionType.modal_submit and custom_id not in self.forms:
+            await report_error(interaction, UserError(messages.FORM_EXPIRED))
+
+    @property
+    def closing(self) -> bool:
+        """True once a stop began: new requests are turned away politely."""
+        return self._stopping is not None
+
     async def close(self) -> None:
-        if self.is_closed():
-            return
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await self._stopping
+
+    async def _stop(self) -> None:
+        await self.inflight.drain(self.settings.shutdown_grace_s)
         await self.delivery.close()
         await super().close()
         await self.queue.close()

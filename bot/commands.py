@@ -5,6 +5,8 @@ command definition, so Discord's client enforces it too). This module deliberate
 ``from __future__ import annotations``: discord.py reads the option types from the annotations.
 """
 
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -13,8 +15,9 @@ from discord import app_commands
 
 from bot import messages
 from bot.errors import UserError
-from bot.interactions import report_error, start_job
+from bot.interactions import check_can_start, report_error, start_job
 from bot.jobs import ACTIVE, Options, Requester, Source
+from bot.views import result_job_id
 from outpaint_engine.job import Direction, Job
 
 if TYPE_CHECKING:
@@ -73,15 +76,19 @@ def register(bot: "OutpaintBot") -> None:
 
     @app_commands.command(name="queue", description="Your jobs that are waiting or running.")
     async def queue(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # before asking the queue
         jobs = await bot.queue.list_jobs(user_id=interaction.user.id, states=ACTIVE)
         lines = [await _queue_line(bot, job) for job in reversed(jobs)]
-        await interaction.response.send_message("\n".join(lines) or messages.NOTHING_QUEUED, ephemeral=True)
+        await interaction.edit_original_response(content="\n".join(lines) or messages.NOTHING_QUEUED)
 
     @app_commands.context_menu(name="Outpaint")
     async def outpaint_menu(interaction: discord.Interaction, message: discord.Message) -> None:
+        check_can_start(interaction)
         load_source = await _source_loader(bot, message)
-        await bot.jobs.precheck(Requester.of(interaction))
-        await interaction.response.send_modal(OutpaintModal(load_source, settings.max_times, max_prompt))
+        bot.limits.check(Requester.of(interaction).owner)  # reserved when the form comes back
+        modal = OutpaintModal(load_source, settings.max_times, max_prompt)
+        bot.forms.add(modal.custom_id)
+        await interaction.response.send_modal(modal)
 
     for command in (outpaint, outpaint_help, queue, outpaint_menu):
         bot.tree.add_command(command)
@@ -107,12 +114,14 @@ async def _queue_line(bot: "OutpaintBot", job: Job) -> str:
 
 
 async def _source_loader(bot: "OutpaintBot", message: discord.Message) -> Loader:
-    """How to get the image of a message: a result of ours continues its job's canvas; any other
-    message gives its first image attachment. Raises when the message has none."""
-    job_id = await bot.store.job_for_message(message.id)
+    """How to get the image of a message: a result (or ✅ status) of ours continues its job's canvas
+    (looked up in the queue only when the form comes back); any other message gives its first image
+    attachment. Raises when the message has none."""
+    job_id = None
+    if bot.user is not None and message.author.id == bot.user.id:
+        job_id = result_job_id(message) or await bot.store.job_for_message(message.id)
     if job_id is not None:
-        parent = await bot.jobs.finished_job(job_id)
-        return lambda: bot.jobs.source_from_result(parent)
+        return lambda: bot.jobs.continue_job(job_id)
     for attachment in message.attachments:
         is_image = (attachment.content_type or "").startswith(
             "image/"
@@ -123,11 +132,30 @@ async def _source_loader(bot: "OutpaintBot", message: discord.Message) -> Loader
     raise UserError(messages.NO_IMAGE_IN_MESSAGE)
 
 
+FORM_TIMEOUT_S = 600.0
+
+
+class OpenForms:
+    """The "Outpaint" forms this process sent that may still come back. A form submitted after a
+    restart (or after its timeout) is not among them and gets a polite answer instead of silence."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def add(self, custom_id: str) -> None:
+        now = time.monotonic()
+        self._until = {k: until for k, until in self._until.items() if until > now}
+        self._until[custom_id] = now + FORM_TIMEOUT_S
+
+    def __contains__(self, custom_id: object) -> bool:
+        return isinstance(custom_id, str) and self._until.get(custom_id, 0.0) > time.monotonic()
+
+
 class OutpaintModal(discord.ui.Modal, title="Outpaint"):
     """Asks the context menu's direction, times and prompt."""
 
     def __init__(self, load_source: Loader, max_times: int, max_prompt: int) -> None:
-        super().__init__(timeout=600)
+        super().__init__(timeout=FORM_TIMEOUT_S, custom_id=f"outpaint:form:{secrets.token_hex(8)}")
         self.load_source = load_source
         self.max_times = max_times
         self.direction = discord.ui.TextInput(

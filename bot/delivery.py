@@ -1,215 +1,175 @@
-"""Showing a job in Discord: one status message edited in place, then the result as a new message.
+"""Following a job: the queue's events become edits of one status message, then the result.
 
 For every job the bot follows the queue's events (``JobQueue.events``, replay then follow) and turns
-them into edits of a single status message: queue position and ETA, progress (with a small preview
-while an expansion denoises), and the whole canvas after every expansion, so the image visibly
-grows. When the job is done the result goes out as an ordinary channel message with the buttons
-(it outlives the interaction token, and a reply to it pings its author), and the status message
-shrinks to a link to it.
+them into edits of its status message (:class:`~bot.status.StatusMessage`): queue position and ETA,
+progress (with a small preview while an expansion denoises), and the whole canvas after every
+expansion, so the image visibly grows. When the job is done the result goes out as an ordinary
+channel message with the buttons (it outlives the interaction token, and a reply to it pings its
+author), and the status message shrinks to a link to it.
 
-The status message starts as the interaction's response and moves to a channel message of the bot
-when the 15-minute interaction token runs out (or the webhook refuses it). Where each job is shown
-and the last event shown are journaled in :class:`~bot.store.BotStore`, so a restarted bot picks
-every unfinished job up again.
+Nothing ends a follower but the job's outcome shown (or the job gone from the queue):
+
+- **Outages.** When the queue cannot be reached (:class:`QueueUnavailable`, from any call) the
+  status says "reconnecting…" and the follower tries again with a backoff (a quarter second,
+  doubling up to ``reconnect_max_s``), resubscribing after the last event it handled, for as long
+  as it takes. Discord errors that are not the request's fault (5xx, dropped connections) are
+  waited out the same way.
+- **Restarts.** Where each job is shown, the last event shown, and the result once posted are
+  journaled in :class:`~bot.store.BotStore`; a restarted bot picks every unfinished job up again.
+- **Exactly once.** The intent to post a result is journaled before posting; if the bot is
+  interrupted before it journals the posted message, it looks for that message (its buttons carry
+  the job id) in the channel's history instead of posting again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import io
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
-from discord.utils import MISSING
 
 from bot import messages
 from bot.errors import user_message
+from bot.limits import Owner
+from bot.status import StatusMessage, Upload, fit_upload
 from bot.store import DeliveryRecord
 from bot.views import result_view, status_view
-from outpaint_engine import imageio
-from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, Progress, Queued, Started
+from outpaint_engine.job import (
+    Cancelled,
+    Done,
+    Event,
+    Expanded,
+    Failed,
+    Job,
+    JobState,
+    Progress,
+    Queued,
+    Started,
+)
+from outpaint_engine.queue.base import QueueUnavailable
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
 
 log = logging.getLogger(__name__)
 
-TOKEN_MARGIN = datetime.timedelta(seconds=30)
-"""Stop using an interaction token this long before it expires (an edit must not straddle it)."""
-
-WEBHOOK_TOKEN_ERRORS = {10015, 50027}  # Unknown Webhook, Invalid Webhook Token
-
-
-def _token_refused(error: discord.HTTPException) -> bool:
-    return error.status == 401 or error.code in WEBHOOK_TOKEN_ERRORS
-
-
-@dataclass
-class Upload:
-    data: bytes
-    filename: str
-    note: str | None = None
-
-    def file(self) -> discord.File:
-        return discord.File(io.BytesIO(self.data), filename=self.filename)
-
-
-async def fit_upload(png: bytes, limit: int, stem: str) -> Upload:
-    """The PNG as it is when it fits the channel's upload limit, else a smaller encoding (with a note)."""
-    if len(png) <= limit:
-        return Upload(png, f"{stem}.png")
-
-    def shrink() -> imageio.EncodedImage:
-        return imageio.encode_for_upload(imageio.decode_png(png), limit, stem=stem)
-
-    encoded = await asyncio.to_thread(shrink)
-    return Upload(encoded.data, encoded.filename, encoded.note)
-
-
-def _files(attachments: list[Upload | discord.Attachment] | None) -> list[discord.File | discord.Attachment]:
-    """Fresh ``discord.File`` objects for one request (a File is consumed when sent)."""
-    if attachments is None:
-        return MISSING
-    return [a.file() if isinstance(a, Upload) else a for a in attachments]
-
-
-class StatusMessage:
-    """The one message that shows a job while it runs.
-
-    Edits go through the interaction webhook while its token is good, then through a channel
-    message of the bot (created on first use, as a reply to the user's message when there is one).
-    """
-
-    def __init__(
-        self,
-        bot: OutpaintBot,
-        record: DeliveryRecord,
-        guild_id: int | None,
-        interaction: discord.Interaction | None,
-    ) -> None:
-        self.bot = bot
-        self.record = record
-        self.interaction = interaction
-        # With its guild, so the messages' jump URLs open in the server (not in "@me", the DMs).
-        self.channel = bot.get_partial_messageable(record.channel_id, guild_id=guild_id)
-        self.last_edit = 0.0
-
-    def _interaction_usable(self) -> bool:
-        if self.interaction is None:
-            return False
-        if discord.utils.utcnow() >= self.interaction.expires_at - TOKEN_MARGIN:
-            self.interaction = None
-        return self.interaction is not None
-
-    async def edit(
-        self,
-        content: str,
-        *,
-        attachments: list[Upload | discord.Attachment] | None = None,
-        view: discord.ui.View | None = MISSING,
-    ) -> discord.Message:
-        """Edit the status (create it on first use). ``attachments``: the complete new list, new
-        uploads and attachments the message already has; None leaves them as they are."""
-        self.last_edit = time.monotonic()
-        if self._interaction_usable():
-            assert self.interaction is not None
-            try:
-                return await self.interaction.edit_original_response(
-                    content=content, attachments=_files(attachments), view=view
-                )
-            except discord.HTTPException as error:
-                if not _token_refused(error):
-                    raise
-                log.info("interaction token refused for job %s; using channel messages", self.record.job_id)
-                self.interaction = None
-                if attachments is not None:  # attachments of the old message can't move over
-                    attachments = [a for a in attachments if isinstance(a, Upload)]
-        if self.record.status_message_id is not None:
-            message = self.channel.get_partial_message(self.record.status_message_id)
-            try:
-                return await message.edit(content=content, attachments=_files(attachments), view=view)
-            except discord.NotFound:  # someone deleted it: start a new one
-                pass
-        uploads = [a for a in attachments or () if isinstance(a, Upload)]
-        return await self._create(content, uploads, view)
-
-    async def _create(
-        self, content: str, uploads: list[Upload], view: discord.ui.View | None
-    ) -> discord.Message:
-        message = await self.channel.send(
-            content,
-            files=[u.file() for u in uploads] or MISSING,
-            view=view or MISSING,
-            reference=self._reference(),
-            mention_author=False,
-        )
-        self.record.status_message_id = message.id
-        await self.bot.store.update_delivery(self.record.job_id, status_message_id=message.id)
-        await self.bot.store.link_message(message.id, self.record.job_id)
-        return message
-
-    def _reference(self) -> discord.MessageReference | None:
-        if self.record.reply_to_message_id is None:
-            return None
-        return discord.MessageReference(
-            message_id=self.record.reply_to_message_id,
-            channel_id=self.record.channel_id,
-            fail_if_not_exists=False,
-        )
-
-    async def post_result(self, content: str, upload: Upload, view: discord.ui.View, user_id: int):
-        """The result: an ordinary channel message (outlives the token; replies to it ping)."""
-        return await self.channel.send(
-            content,
-            file=upload.file(),
-            view=view,
-            reference=self._reference(),
-            allowed_mentions=discord.AllowedMentions(users=[discord.Object(user_id)], replied_user=True),
-        )
+TRANSIENT = (QueueUnavailable, discord.DiscordServerError, aiohttp.ClientError)
+"""Failures that pass: the follower waits and tries again."""
+FIRST_RETRY_S = 0.25
 
 
 class JobFollower:
     """Turns one job's events into status-message edits and, at the end, the result message."""
 
-    def __init__(self, bot: OutpaintBot, job: Job, status: StatusMessage) -> None:
+    def __init__(self, bot: OutpaintBot, status: StatusMessage, job: Job | None = None) -> None:
         self.bot = bot
-        self.job = job
         self.status = status
-        self.catch_up = job.state.terminal  # finished while we were away: show only the outcome
-        self.summary = messages.describe_job(job.spec.direction, job.spec.times)
+        self.job = job  # None until loaded from the queue (a job resumed after a restart)
+        self.catch_up = job is not None and job.state.terminal  # finished while away: the outcome only
         self.canvas: discord.Attachment | None = None  # the canvas now shown, kept across preview edits
         self.note: str | None = None
         self.queued = True
         self.position: int | None = None  # the queue position shown
+        self.unreachable: type[BaseException] | None = None  # what is being waited out, if anything
+        self.progressed = False  # an event came since the last failure (the backoff starts over)
 
     @property
     def record(self) -> DeliveryRecord:
         return self.status.record
 
+    @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    @property
+    def summary(self) -> str:
+        return messages.describe_job(self.job.spec.direction, self.job.spec.times) if self.job else "your job"
+
     async def run(self) -> None:
-        events: asyncio.Queue[tuple[int, Event] | BaseException] = asyncio.Queue()
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                if (self.job is None or self.unreachable is not None) and not await self._load():
+                    return
+                await self._follow()
+                return
+            except TRANSIENT as error:
+                if self.progressed:
+                    delay, self.progressed = FIRST_RETRY_S, False
+                await self._wait_out(error)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.bot.settings.reconnect_max_s)
+
+    async def _wait_out(self, error: BaseException) -> None:
+        """Say once (log, and the status for a queue outage) that the job is being waited for."""
+        if self.unreachable is type(error):
+            return
+        self.unreachable = type(error)
+        if not isinstance(error, QueueUnavailable):
+            log.warning("job %s: Discord is not answering (%s); retrying", self.job_id, error)
+            return
+        log.warning("job %s: reconnecting (%s)", self.job_id, error)
+        self.position = None  # shown again once the queue is back
+        with contextlib.suppress(discord.HTTPException, *TRANSIENT):
+            await self.edit_status(messages.reconnecting(self.summary), view=status_view(self.job_id))
+
+    async def _load(self) -> bool:
+        """(Re)load the job; after an outage, show where it stands. False: the job is gone."""
+        job = await self.bot.queue.get(self.job_id)
+        if job is None:
+            await self._gone()
+            return False
+        self.job = job
+        self.catch_up = self.catch_up or job.state.terminal
+        if self.unreachable is not None:
+            self.unreachable = None
+            log.info("job %s: reachable again; following it from event %d", self.job_id, self.record.last_seq)
+            await self._show_state(job)
+        return True
+
+    async def _show_state(self, job: Job) -> None:
+        if job.state is JobState.QUEUED:
+            await self._show_queued(await self.bot.queue.position(job.id), await self.bot.queue.eta(job.id))
+        elif job.state is JobState.RUNNING:
+            text = messages.working(self.summary, job.steps_done, job.total_steps, job.spec.times)
+            await self.edit_status(text, view=status_view(job.id))
+
+    async def _gone(self) -> None:
+        log.info("job %s is no longer in the queue; nothing more to show", self.job_id)
+        self.bot.limits.finished(self.job_id)
+        await self.edit_status(messages.JOB_GONE, view=None)
+        await self.bot.store.update_delivery(self.job_id, finished=True)
+
+    async def _follow(self) -> None:
+        events: asyncio.Queue[tuple[int, Event] | BaseException | None] = asyncio.Queue()
         pump = asyncio.create_task(self._pump(events))
         try:
             while True:
-                timeout = self.bot.settings.queue_refresh_s if self.queued else None
+                timeout = self.bot.settings.queue_refresh_s if self.queued and not self.catch_up else None
                 try:
                     item = await asyncio.wait_for(events.get(), timeout)
                 except TimeoutError:
                     await self._refresh_position()
                     continue
+                if item is None:  # the stream ended without an outcome: the job was purged
+                    await self._gone()
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 seq, event = item
+                self.progressed = True
                 if self.catch_up and not event.terminal:
                     continue
+                if event.terminal:
+                    self.bot.limits.finished(self.job_id)
                 await self.handle(event)
                 if event.terminal or not isinstance(event, Progress):
                     self.record.last_seq = seq
-                    await self.bot.store.update_delivery(self.job.id, last_seq=seq, finished=event.terminal)
+                    await self.bot.store.update_delivery(self.job_id, last_seq=seq, finished=event.terminal)
                 if event.terminal:
                     return
         finally:
@@ -217,20 +177,21 @@ class JobFollower:
 
     async def _pump(self, events: asyncio.Queue) -> None:
         try:
-            async for item in self.bot.queue.events(self.job.id, after=self.record.last_seq):
+            async for item in self.bot.queue.events(self.job_id, after=self.record.last_seq):
                 await events.put(item)
-        except Exception as error:  # surfaces in run()
+            await events.put(None)
+        except Exception as error:  # surfaces in _follow()
             await events.put(error)
 
     async def _refresh_position(self) -> None:
-        position = await self.bot.queue.position(self.job.id)
+        position = await self.bot.queue.position(self.job_id)
         if position is None or position == self.position:
             return
-        await self._show_queued(position, await self.bot.queue.eta(self.job.id))
+        await self._show_queued(position, await self.bot.queue.eta(self.job_id))
 
     async def _show_queued(self, position: int | None, eta: float | None) -> None:
         self.position = position
-        await self.edit_status(messages.queued(self.summary, position, eta), view=status_view(self.job.id))
+        await self.edit_status(messages.queued(self.summary, position, eta), view=status_view(self.job_id))
 
     async def edit_status(self, content: str, **kwargs) -> discord.Message:
         if self.note:
@@ -253,7 +214,7 @@ class JobFollower:
                 await self._show_queued(position, eta)
             case Started():
                 self.queued = False
-                await self.edit_status(messages.started(self.summary), view=status_view(self.job.id))
+                await self.edit_status(messages.started(self.summary), view=status_view(self.job_id))
             case Progress() if self._due():
                 self.queued = False
                 await self._show_progress(event)
@@ -268,6 +229,7 @@ class JobFollower:
                 await self.edit_status(messages.cancelled(self.summary), view=None)
 
     async def _show_progress(self, event: Progress) -> None:
+        assert self.job is not None
         content = messages.running(
             self.summary,
             event.step,
@@ -277,14 +239,15 @@ class JobFollower:
             event.denoise_total,
             event.eta_s,
         )
-        attachments: list[Upload | discord.Attachment] | None = None
+        attachments = None
         if event.preview and self.bot.settings.previews:
             preview = Upload(event.preview, "preview.jpg")
             attachments = [self.canvas, preview] if self.canvas else [preview]
-        await self.edit_status(content, attachments=attachments, view=status_view(self.job.id))
+        await self.edit_status(content, attachments=attachments, view=status_view(self.job_id))
 
     async def _show_canvas(self, event: Expanded) -> None:
-        png = await self.bot.queue.get_canvas(self.job.id, event.step)
+        assert self.job is not None
+        png = await self.bot.queue.get_canvas(self.job_id, event.step)
         if png is None:
             return
         upload = await fit_upload(png, self.record.filesize_limit, f"canvas-{event.step + 1}")
@@ -293,20 +256,44 @@ class JobFollower:
         content = messages.expanded(
             self.summary, event.step, event.total_steps, self.job.spec.times, event.width, event.height
         )
-        await self.edit_status(content, attachments=[upload], view=status_view(self.job.id))
+        await self.edit_status(content, attachments=[upload], view=status_view(self.job_id))
 
     async def _deliver(self, event: Done) -> None:
-        png = await self.bot.queue.get_canvas(self.job.id, event.step)
+        """Post the result once, then turn the status into a link to it."""
+        result_id = self.record.result_message_id
+        if result_id is None and self.record.posting_since is not None:  # interrupted while posting?
+            found = await self.status.find_result(self.record.posting_since)
+            if found is not None:
+                log.info(
+                    "job %s: its result was posted before the interruption; not posting it again", self.job_id
+                )
+                result_id = found.id
+        if result_id is None:
+            result_id = await self._post_result(event)
+            if result_id is None:
+                return
+        if self.record.result_message_id is None:
+            await self.bot.store.link_message(result_id, self.job_id)
+            self.record.result_message_id = result_id
+            await self.bot.store.update_delivery(self.job_id, result_message_id=result_id)
+        self.note = None
+        await self.edit_status(
+            messages.finished_status(self.status.link(result_id)), attachments=[], view=None
+        )
+
+    async def _post_result(self, event: Done) -> int | None:
+        assert self.job is not None
+        png = await self.bot.queue.get_canvas(self.job_id, event.step)
         if png is None:
             await self.edit_status(messages.RESULT_GONE, view=None)
-            return
-        upload = await fit_upload(png, self.record.filesize_limit, f"outpaint-{self.job.id}")
+            return None
+        upload = await fit_upload(png, self.record.filesize_limit, f"outpaint-{self.job_id}")
         content = messages.result(self.job.user_id, self.summary, event.width, event.height, upload.note)
-        result = await self.status.post_result(content, upload, result_view(self.job.id), self.job.user_id)
-        await self.bot.store.link_message(result.id, self.job.id)
-        await self.bot.store.update_delivery(self.job.id, finished=True)  # never post it twice
-        self.note = None
-        await self.edit_status(messages.finished_status(result.jump_url), attachments=[], view=None)
+        if self.record.posting_since is None:
+            self.record.posting_since = time.time()
+            await self.bot.store.update_delivery(self.job_id, posting_since=self.record.posting_since)
+        result = await self.status.post_result(content, upload, result_view(self.job_id), self.job.user_id)
+        return result.id
 
 
 class Delivery:
@@ -324,27 +311,40 @@ class Delivery:
         channel_id: int,
         filesize_limit: int,
         interaction: discord.Interaction | None = None,
+        status_message_id: int | None = None,
         reply_to: int | None = None,
     ) -> None:
-        record = DeliveryRecord(job.id, channel_id, None, reply_to, filesize_limit)
+        """Show ``job`` from now on: in the interaction's response (``status_message_id``, kept in the
+        journal so it is edited to the end, across restarts), or in a new message of the bot."""
+        record = DeliveryRecord(
+            job.id,
+            channel_id,
+            status_message_id,
+            reply_to,
+            filesize_limit,
+            user_id=job.user_id,
+            guild_id=job.guild_id,
+        )
         await self.bot.store.add_delivery(record)
-        self._start(job, StatusMessage(self.bot, record, job.guild_id, interaction))
+        if status_message_id is not None:  # a reply to the ✅ status continues the job too
+            await self.bot.store.link_message(status_message_id, job.id)
+        self._start(JobFollower(self.bot, StatusMessage(self.bot, record, job.guild_id, interaction), job))
 
     async def resume(self) -> None:
-        """After a restart: follow every job whose delivery did not finish, via channel messages."""
+        """After a restart: count every job whose delivery did not finish against its owner's caps,
+        and follow it again (through channel messages: the old interactions' tokens are gone).
+        The queue is not asked here; each follower waits for it if it is not reachable yet."""
         for record in await self.bot.store.unfinished_deliveries():
-            job = await self.bot.queue.get(record.job_id)
-            if job is None:
-                await self.bot.store.update_delivery(record.job_id, finished=True)
-                continue
-            self._start(job, StatusMessage(self.bot, record, job.guild_id, None))
+            self.bot.limits.track(record.job_id, Owner(record.user_id, record.guild_id))
+            self._start(JobFollower(self.bot, StatusMessage(self.bot, record, record.guild_id, None)))
 
-    def _start(self, job: Job, status: StatusMessage) -> None:
+    def _start(self, follower: JobFollower) -> None:
         if self._closed:  # shutting down: the journal keeps it for the next start
             return
-        task = asyncio.create_task(self._run(JobFollower(self.bot, job, status)), name=f"deliver-{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        job_id = follower.job_id
+        task = asyncio.create_task(self._run(follower), name=f"deliver-{job_id}")
+        self._tasks[job_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job_id, None))
 
     async def _run(self, follower: JobFollower) -> None:
         try:
@@ -352,11 +352,12 @@ class Delivery:
         except Exception as error:
             if self._closed:
                 return
-            log.warning("showing job %s failed", follower.job.id)
+            text = user_message(error)  # logs it: one line when expected, a traceback for a bug
+            log.warning("showing job %s stopped: %s", follower.job_id, text)
             try:
-                await follower.edit_status(user_message(error), view=None)
+                await follower.edit_status(text, view=None)
             except Exception as error:
-                log.warning("could not tell the user about job %s either: %s", follower.job.id, error)
+                log.warning("could not tell the user about job %s either: %s", follower.job_id, error)
 
     async def close(self) -> None:
         """Stop following; unfinished deliveries stay in the journal and resume on the next start."""

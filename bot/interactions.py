@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 
-from bot.errors import user_message
+from bot import messages
+from bot.errors import UserError, user_message
 from bot.jobs import Options, Requester, Source
+from bot.permissions import missing_for_results
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
 
 log = logging.getLogger(__name__)
+
+
+def check_can_start(interaction: discord.Interaction[OutpaintBot]) -> None:
+    """The checks that need nothing but memory: the bot is not stopping, and it may post results
+    in this channel (``interaction.app_permissions``)."""
+    if interaction.client.closing:
+        raise UserError(messages.RESTARTING)
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    if missing := missing_for_results(interaction.app_permissions, in_thread=in_thread):
+        raise UserError(messages.missing_permissions(missing))
 
 
 async def start_job(
@@ -25,18 +38,31 @@ async def start_job(
 ) -> None:
     """Check, acknowledge, load the source, queue, then show the job in the interaction's response.
 
-    The cheap checks run before the acknowledgement, so their refusals stay ephemeral; anything
-    slower (download, decoding) runs after ``defer`` so Discord's 3-second deadline always holds.
+    Before the acknowledgement only in-memory checks run (permissions, allowlist, option bounds,
+    cooldown and caps, the slot reserved at once), so refusals stay private and the 3-second
+    deadline holds however slow the queue is. The download, decoding and queueing come after
+    ``defer``; a stop of the bot waits for them (see :class:`bot.lifecycle.InFlight`).
     """
     bot = interaction.client
+    check_can_start(interaction)
     who = Requester.of(interaction)
-    await bot.jobs.precheck(who, options)
-    await interaction.response.defer(thinking=True)
-    source = await load_source()
-    job = await bot.jobs.submit(who, source, options, origin)
-    await bot.delivery.follow(
-        job, channel_id=who.channel_id, filesize_limit=interaction.filesize_limit, interaction=interaction
-    )
+    with bot.inflight.track(), bot.limits.reserve(who.owner, *options.bounded) as reservation:
+        deferred = await interaction.response.defer(thinking=True)  # the status message, "thinking…"
+        try:
+            source = await load_source()
+            job = await bot.jobs.submit(who, source, options, origin)
+        except asyncio.CancelledError:
+            if bot.closing:  # the stop's grace ran out while this request was being taken in
+                await report_error(interaction, UserError(messages.RESTARTING))
+            raise
+        reservation.commit(job.id)
+        await bot.delivery.follow(
+            job,
+            channel_id=who.channel_id,
+            filesize_limit=interaction.filesize_limit,
+            interaction=interaction,
+            status_message_id=deferred.message_id if deferred else None,
+        )
 
 
 async def report_error(interaction: discord.Interaction, error: BaseException) -> None:

@@ -1,29 +1,34 @@
 """From a Discord request to a queued job: checks, source images, the job spec, submission.
 
-Every entry point (slash command, button, reply, context menu) goes through :class:`JobService`:
-cheap checks first (:meth:`JobService.precheck`, before anything is downloaded), then a
-:class:`Source` (an uploaded image or an earlier result), then :meth:`JobService.submit`, which
-plans the job without pixels, caps the result size and queues it.
+Every entry point (slash command, button, reply, context menu) checks and reserves the user's
+slot in memory first (:class:`bot.limits.Limits`, before anything is downloaded), then gets a
+:class:`Source` through :class:`JobService` (an uploaded image, downloaded within
+``download_timeout_s``, or an earlier result), then :meth:`JobService.submit` plans the job
+without pixels, caps the result size and queues it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
 
+import aiohttp
 import discord
 
 from bot import messages
 from bot.errors import UserError
-from bot.limits import Limits
+from bot.limits import Limits, Owner
 from bot.settings import BotSettings
 from outpaint_engine import imageio
 from outpaint_engine.job import Direction, Job, JobSpec, JobState, new_job_id
 from outpaint_engine.plan import plan_job, scaled
 from outpaint_engine.queue.base import JobQueue
 from outpaint_engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
 
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 
@@ -42,6 +47,10 @@ class Requester:
             raise UserError(messages.INTERNAL)
         return cls(user.id, who.guild.id if who.guild else None, channel_id)
 
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.user_id, self.guild_id)
+
 
 @dataclass(frozen=True)
 class Source:
@@ -58,12 +67,17 @@ class Source:
 class Options:
     """What the user asked for. ``None`` means: the parent job's value, or the default."""
 
-    direction: Direction
+    direction: Direction | None
     times: int = 1
     prompt: str | None = None
     negative_prompt: str | None = None
     expand: int | None = None
     seed: int | None = None
+
+    @property
+    def bounded(self) -> tuple[int, str, str]:
+        """What :meth:`bot.limits.Limits.check` bounds: times, prompt, negative prompt."""
+        return self.times, self.prompt or "", self.negative_prompt or ""
 
 
 def new_seed() -> int:
@@ -84,7 +98,6 @@ class JobService:
             min_side=settings.min_input_side,
             max_aspect=settings.max_input_aspect,
         )
-        self._submit_lock = asyncio.Lock()
 
     @property
     def default_expand(self) -> int:
@@ -95,19 +108,6 @@ class JobService:
         return self.engine.window // 2
 
     # --- checks ------------------------------------------------------------------------------
-
-    async def precheck(self, who: Requester, options: Options | None = None) -> None:
-        """Allowlist, cooldown, queue caps and option bounds: everything that needs no image."""
-        self.limits.check_guild(who.guild_id)
-        if options is not None:
-            self.limits.check_options(options.times, options.prompt or "", options.negative_prompt or "")
-        self.limits.check_cooldown(who.user_id)
-        await self._check_active(who)
-
-    async def _check_active(self, who: Requester) -> None:
-        user_jobs = await self.queue.list_jobs(user_id=who.user_id, states=ACTIVE)
-        guild_jobs = await self.queue.list_jobs(guild_id=who.guild_id, states=ACTIVE) if who.guild_id else []
-        self.limits.check_active(len(user_jobs), len(guild_jobs))
 
     def check_attachment(self, attachment: discord.Attachment) -> None:
         """What the attachment's metadata already tells, before a byte is downloaded."""
@@ -122,9 +122,18 @@ class JobService:
     async def source_from_attachment(self, attachment: discord.Attachment) -> Source:
         self.check_attachment(attachment)
         try:
-            data = await attachment.read()
-        except discord.HTTPException as error:
-            raise UserError(messages.DOWNLOAD_FAILED) from error
+            async with asyncio.timeout(self.settings.download_timeout_s):
+                data = await attachment.read()
+        except TimeoutError:
+            timeout = self.settings.download_timeout_s
+            log.warning(
+                "could not download attachment %s: no answer within %g s", attachment.filename, timeout
+            )
+            raise UserError(messages.DOWNLOAD_FAILED) from None
+        except (aiohttp.ClientError, discord.HTTPException) as error:
+            reason = str(error) or type(error).__name__
+            log.warning("could not download attachment %s: %s", attachment.filename, reason)
+            raise UserError(messages.DOWNLOAD_FAILED) from None
         png, (width, height) = await asyncio.to_thread(self._normalise, data)
         return Source(png, width, height, continue_canvas=False)
 
@@ -139,6 +148,14 @@ class JobService:
         if job.state is not JobState.DONE:
             raise UserError(messages.NOT_FINISHED)
         return job
+
+    async def continue_job(self, job_id: str) -> Source:
+        """The final canvas of the finished job ``job_id``, to extend it further."""
+        return await self.source_from_result(await self.finished_job(job_id))
+
+    async def redo_job(self, job_id: str) -> Source:
+        """What the last expansion of the finished job ``job_id`` started from, to redo it."""
+        return await self.source_for_redo(await self.finished_job(job_id))
 
     async def source_from_result(self, job: Job) -> Source:
         """The final canvas of a finished job, to extend it further."""
@@ -169,12 +186,14 @@ class JobService:
         parent = (
             source.parent.spec if source.parent else JobSpec(Direction.RIGHT, expand_px=self.default_expand)
         )
+        if options.direction is None and source.parent is None:
+            raise UserError(messages.BAD_DIRECTION)
 
         def given(value, fallback):
             return fallback if value is None else value
 
         return JobSpec(
-            direction=options.direction,
+            direction=given(options.direction, parent.direction),
             times=options.times,
             expand_px=given(options.expand, parent.expand_px),
             prompt=given(options.prompt, parent.prompt),
@@ -188,7 +207,8 @@ class JobService:
         )
 
     async def submit(self, who: Requester, source: Source, options: Options, origin: str) -> Job:
-        """Plan, cap and queue a job; raises :class:`UserError` (or PlanError) with the reason."""
+        """Plan, cap and queue a job; raises :class:`UserError` (or PlanError) with the reason. The
+        caller reserved the user's slot (:meth:`bot.limits.Limits.reserve`)."""
         spec = self.build_spec(source, options)
         plan = plan_job(source.width, source.height, spec)
         self.limits.check_canvas(*plan.final_size)
@@ -203,13 +223,7 @@ class JobService:
             total_steps=plan.total_steps,
             meta={"origin": origin, "parent": source.parent.id if source.parent else None},
         )
-        async with self._submit_lock:  # the caps hold even for simultaneous requests
-            self.limits.check_guild(who.guild_id)
-            self.limits.check_cooldown(who.user_id)
-            await self._check_active(who)
-            job = await self.queue.submit(job, source.png)
-            self.limits.record_start(who.user_id)
-        return job
+        return await self.queue.submit(job, source.png)
 
 
 def png_size(png: bytes) -> tuple[int, int]:

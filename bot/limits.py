@@ -1,5 +1,11 @@
 """Who may queue what: guild allowlist, per-user and per-guild caps, cooldown, option bounds.
 
+Every check runs in the bot's own memory, never on the queue: a request is answered (refused
+privately, or acknowledged) within Discord's 3 seconds however slow or unreachable the queue is.
+The bot knows the jobs it queued and has not seen finish (:meth:`Limits.track`, rebuilt from its
+journal at start); :meth:`Limits.reserve` checks and takes a slot in one synchronous step, so
+simultaneous requests cannot all pass the same check before any of them is queued.
+
 Fairness between users *inside* the queue is the queue's business (round-robin dispatch); these
 limits keep one user or one server from filling it in the first place.
 """
@@ -7,11 +13,49 @@ limits keep one user or one server from filling it in the first place.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from bot import messages
 from bot.errors import UserError
 from bot.settings import BotSettings
+
+
+@dataclass(frozen=True)
+class Owner:
+    user_id: int
+    guild_id: int | None
+
+
+class Reservation:
+    """A slot taken for one request until its job is queued (:meth:`commit`) or the request fails
+    (:meth:`release`, which also gives the cooldown back). Use it as a context manager: leaving the
+    block without a commit releases it."""
+
+    def __init__(self, limits: Limits, owner: Owner, previous_start: float | None) -> None:
+        self._limits = limits
+        self.owner = owner
+        self._previous_start = previous_start
+        self._open = True
+
+    def commit(self, job_id: str) -> None:
+        if self._open:
+            self._open = False
+            self._limits._pending[self.owner] -= 1
+            self._limits.track(job_id, self.owner)
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._limits._pending[self.owner] -= 1
+            self._limits._restore_start(self.owner.user_id, self._previous_start)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Limits:
@@ -19,13 +63,58 @@ class Limits:
         self.settings = settings
         self._clock = clock
         self._last_start: dict[int, float] = {}
+        self._active: dict[str, Owner] = {}  # job id -> owner: queued by this bot, not seen finish
+        self._pending: Counter[Owner] = Counter()  # reservations not yet committed
+
+    # --- the ledger ----------------------------------------------------------------------------
+
+    def track(self, job_id: str, owner: Owner) -> None:
+        """Count ``job_id`` against its owner's caps until :meth:`finished`."""
+        self._active[job_id] = owner
+
+    def finished(self, job_id: str) -> None:
+        self._active.pop(job_id, None)
+
+    def _counts(self, owner: Owner) -> tuple[int, int]:
+        users = sum(1 for o in self._active.values() if o.user_id == owner.user_id)
+        users += sum(n for o, n in self._pending.items() if o.user_id == owner.user_id)
+        if owner.guild_id is None:
+            return users, 0
+        guilds = sum(1 for o in self._active.values() if o.guild_id == owner.guild_id)
+        guilds += sum(n for o, n in self._pending.items() if o.guild_id == owner.guild_id)
+        return users, guilds
+
+    # --- checks --------------------------------------------------------------------------------
+
+    def check(self, owner: Owner, times: int = 1, prompt: str = "", negative_prompt: str = "") -> None:
+        """Raise :class:`UserError` with the reason when ``owner`` may not start a job now."""
+        self.check_guild(owner.guild_id)
+        self.check_options(times, prompt, negative_prompt)
+        self._check_cooldown(owner.user_id)
+        self._check_active(*self._counts(owner))
+
+    def reserve(
+        self, owner: Owner, times: int = 1, prompt: str = "", negative_prompt: str = ""
+    ) -> Reservation:
+        """:meth:`check`, then take the slot and start the cooldown, atomically (no ``await``)."""
+        self.check(owner, times, prompt, negative_prompt)
+        previous = self._last_start.get(owner.user_id)
+        self._last_start[owner.user_id] = self._clock()
+        self._pending[owner] += 1
+        return Reservation(self, owner, previous)
+
+    def _restore_start(self, user_id: int, previous: float | None) -> None:
+        if previous is None:
+            self._last_start.pop(user_id, None)
+        else:
+            self._last_start[user_id] = previous
 
     def check_guild(self, guild_id: int | None) -> None:
         allow = self.settings.guild_allowlist
         if allow and guild_id not in allow:
             raise UserError(messages.GUILD_NOT_ALLOWED)
 
-    def check_cooldown(self, user_id: int) -> None:
+    def _check_cooldown(self, user_id: int) -> None:
         last = self._last_start.get(user_id)
         if last is None:
             return
@@ -33,15 +122,11 @@ class Limits:
         if left > 0:
             raise UserError(messages.cooldown(left))
 
-    def check_active(self, user_jobs: int, guild_jobs: int) -> None:
-        """Raise when the user or the guild already has as many unfinished jobs as allowed."""
+    def _check_active(self, user_jobs: int, guild_jobs: int) -> None:
         if user_jobs >= self.settings.max_user_jobs:
             raise UserError(messages.user_cap(self.settings.max_user_jobs))
         if guild_jobs >= self.settings.max_guild_jobs:
             raise UserError(messages.guild_cap(self.settings.max_guild_jobs))
-
-    def record_start(self, user_id: int) -> None:
-        self._last_start[user_id] = self._clock()
 
     def check_options(self, times: int, prompt: str, negative_prompt: str) -> None:
         if not 1 <= times <= self.settings.max_times:

@@ -88,10 +88,28 @@ MISSING_PERMISSIONS = (
     "I'm not allowed to post in this channel. A server admin can fix that by giving me View Channel, "
     "Send Messages, Attach Files and Read Message History here."
 )
+RESTARTING = "I'm restarting right now, so I couldn't take that request. Please try again in a minute."
+FORM_EXPIRED = (
+    "That form has expired (I may have restarted since it opened). "
+    "Please pick Apps → Outpaint on the message again."
+)
+BUTTON_OUTDATED = (
+    "That button is from an older version of me and no longer works. "
+    "Please use the buttons under a newer result, or /outpaint."
+)
 REPLY_UNREADABLE = (
     "I couldn't read your reply. Keep the @mention on when replying (e.g. `left 2`), "
     "or use the buttons under the result."
 )
+
+
+def missing_permissions(names: list[str]) -> str:
+    """Which of the bot's permissions the channel lacks (``names`` as Discord's settings show them)."""
+    listed = ", ".join(f"**{name}**" for name in names)
+    return (
+        f"I can't post results in this channel: I'm missing {listed} here. "
+        "A server admin can give me that in the channel's settings."
+    )
 
 
 def not_an_image(filename: str) -> str:
@@ -180,6 +198,17 @@ def expanded(summary: str, step: int, total_steps: int, times: int, width: int, 
         coming = "the expansion comes" if times == 1 else "the expansions come"
         return f"🎨 {summary}: squared up to {width}×{height}; {coming} next."
     return f"🎨 {summary}: expansion {number}/{times} done ({width}×{height})."
+
+
+def working(summary: str, steps_done: int, total_steps: int, times: int) -> str:
+    """A running job whose progress events are yet to come (after a reconnect)."""
+    number = _expansion(steps_done, total_steps, times)
+    what = f"expansion {number}/{times}" if number else "squaring the picture up first"
+    return f"🎨 {summary}: {what}…"
+
+
+def reconnecting(summary: str) -> str:
+    return f"🔌 {summary}: the job queue is not reachable right now; reconnecting… (your job is kept)"
 
 
 def started(summary: str) -> str:

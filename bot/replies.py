@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -9,8 +10,10 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import messages
-from bot.errors import user_message
+from bot.errors import UserError, user_message
 from bot.jobs import Options, Requester
+from bot.permissions import can_talk, missing_for_results
+from bot.views import result_job_id
 from outpaint_engine.job import Direction
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ _DIRECTIONS: dict[str, Direction] = {
     "⬆": Direction.UP,
     "⬇": Direction.DOWN,
 }
+
+log = logging.getLogger(__name__)
 
 _MENTIONS = re.compile(r"^(?:\s*<@[!&]?\d+>)+")
 _REPLY = re.compile(
@@ -69,31 +74,71 @@ async def handle_message(bot: OutpaintBot, message: discord.Message) -> None:
     """Continue a result when ``message`` replies to it with a direction; ignore anything else.
 
     Without the message-content intent Discord only shows the bot the text of messages that
-    mention it, so a reply must keep its @mention on; an unreadable reply gets a hint.
+    mention it, so a reply must keep its @mention on; an unreadable reply gets a hint. A channel
+    where the bot may not post its result gets a refusal (or, where it may not even talk, nothing
+    but a line in the log) before anything is queued.
     """
     reference = message.reference
     if message.author.bot or reference is None or reference.message_id is None:
         return
-    job_id = await bot.store.job_for_message(reference.message_id)
+    replied = reference.resolved if isinstance(reference.resolved, discord.Message) else None
+    job_id = result_job_id(replied) if replied else None  # a result names its job in its buttons
+    job_id = job_id or await bot.store.job_for_message(reference.message_id)  # e.g. a ✅ status
     if job_id is None:
         return
     if not message.content.strip():
         hidden = not bot.intents.message_content and bot.user not in message.mentions
         if hidden:  # Discord hid the text from us (not just a reply without text)
-            await message.reply(messages.REPLY_UNREADABLE, mention_author=False)
+            await _answer(message, messages.REPLY_UNREADABLE)
         return
     request = parse_reply(message.content)
     if request is None:
         return
-    try:
-        who = Requester.of(message)
-        options = Options(request.direction, request.times, request.prompt or None)
-        await bot.jobs.precheck(who, options)
-        parent = await bot.jobs.finished_job(job_id)
-        source = await bot.jobs.source_from_result(parent)
+    with bot.inflight.track():
+        try:
+            await _continue(bot, message, job_id, request)
+        except Exception as error:
+            await _answer(message, user_message(error))
+
+
+async def _continue(bot: OutpaintBot, message: discord.Message, job_id: str, request: ReplyRequest) -> None:
+    if bot.closing:
+        raise UserError(messages.RESTARTING)
+    if missing := missing_for_results(_my_permissions(message), in_thread=_in_thread(message)):
+        raise UserError(messages.missing_permissions(missing))
+    who = Requester.of(message)
+    options = Options(request.direction, request.times, request.prompt or None)
+    with bot.limits.reserve(who.owner, *options.bounded) as reservation:
+        source = await bot.jobs.continue_job(job_id)
         job = await bot.jobs.submit(who, source, options, "reply")
-    except Exception as error:
-        await message.reply(user_message(error), mention_author=False)
-        return
+        reservation.commit(job.id)
     limit = message.guild.filesize_limit if message.guild else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
     await bot.delivery.follow(job, channel_id=message.channel.id, filesize_limit=limit, reply_to=message.id)
+
+
+def _my_permissions(message: discord.Message) -> discord.Permissions:
+    if message.guild is None:  # a DM: the bot may do everything it needs there
+        return discord.Permissions.all()
+    return message.channel.permissions_for(message.guild.me)  # type: ignore[union-attr,arg-type]
+
+
+def _in_thread(message: discord.Message) -> bool:
+    return isinstance(message.channel, discord.Thread)
+
+
+async def _answer(message: discord.Message, text: str) -> None:
+    """Reply to ``message`` with ``text`` (a plain message that names its author where the bot may
+    not read the history a reply needs); where the bot may not post at all, log one line instead."""
+    permissions = _my_permissions(message)
+    if not can_talk(permissions, in_thread=_in_thread(message)):
+        log.warning(
+            "can't answer a reply in channel %s (no permission to post): %s", message.channel.id, text
+        )
+        return
+    try:
+        if permissions.read_message_history:
+            await message.reply(text, mention_author=False)
+        else:
+            await message.channel.send(f"{message.author.mention} {text}")
+    except discord.HTTPException as error:
+        log.warning("could not answer a reply in channel %s: %s", message.channel.id, error)

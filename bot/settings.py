@@ -56,6 +56,22 @@ class BotSettings(BaseSettings):
     previews: bool = Field(True, description="Show a small preview while an expansion is denoising.")
     queue_refresh_s: float = Field(15.0, gt=0, description="How often a waiting job's position is refreshed.")
 
+    download_timeout_s: float = Field(
+        20.0, gt=0, description="Longest an attachment download may take before the user is told it failed."
+    )
+    reconnect_max_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait between two attempts to reach the queue (or Discord) again while "
+        "following a job; the wait doubles from a quarter second up to this.",
+    )
+    shutdown_grace_s: float = Field(
+        25.0,
+        ge=0,
+        description="On stop, how long commands still downloading or queueing may take to finish "
+        "(the rest are told to try again).",
+    )
+
     @field_validator("guild_allowlist", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:

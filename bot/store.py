@@ -1,12 +1,15 @@
 """The bot's own small journal (SQLite under the data dir): where each job is being shown.
 
-The queue knows jobs; this knows Discord: which channel and status message show a job, the last
-event already shown (so a restarted bot picks up where it stopped), and which result message
-belongs to which job (so a reply to a result finds the canvas to continue).
+The queue knows jobs; this knows Discord: which channel and status message show a job, whose job
+it is (the caps are rebuilt from it at start), the last event already shown (so a restarted bot
+picks up where it stopped), whether its result is being posted or was posted (so it is posted
+exactly once), and which messages belong to which job (so a reply to a result or to a ✅ status
+finds the canvas to continue).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,16 +31,30 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 
+_ADDED_COLUMNS = {  # columns newer than the first schema: added to an existing journal on open
+    "user_id": "INTEGER NOT NULL DEFAULT 0",
+    "guild_id": "INTEGER",
+    "posting_since": "REAL",
+    "result_message_id": "INTEGER",
+}
+
 
 @dataclass
 class DeliveryRecord:
     job_id: str
     channel_id: int
-    status_message_id: int | None  # a channel message of the bot (None: shown via the interaction)
+    status_message_id: int | None  # the bot's status message (the interaction's response, or its own)
     reply_to_message_id: int | None  # the user's message the result answers, for reply-started jobs
     filesize_limit: int
     last_seq: int = 0
     finished: bool = False
+    user_id: int = 0
+    guild_id: int | None = None
+    posting_since: float | None = None  # when the bot set out to post the result (UNIX time)
+    result_message_id: int | None = None  # the result, once posted
+
+
+_FIELDS = [f.name for f in dataclasses.fields(DeliveryRecord)]
 
 
 class BotStore:
@@ -49,6 +66,11 @@ class BotStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
         await self._db.executescript(_SCHEMA)
+        async with self._db.execute("PRAGMA table_info(deliveries)") as cursor:
+            present = {row[1] for row in await cursor.fetchall()}
+        for name, declaration in _ADDED_COLUMNS.items():
+            if name not in present:
+                await self._db.execute(f"ALTER TABLE deliveries ADD COLUMN {name} {declaration}")
         await self._db.commit()
 
     async def close(self) -> None:
@@ -63,30 +85,16 @@ class BotStore:
         return self._db
 
     async def add_delivery(self, record: DeliveryRecord) -> None:
+        columns, marks = ", ".join(_FIELDS), ", ".join("?" * len(_FIELDS))
         await self.db.execute(
-            "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.job_id,
-                record.channel_id,
-                record.status_message_id,
-                record.reply_to_message_id,
-                record.filesize_limit,
-                record.last_seq,
-                int(record.finished),
-            ),
+            f"INSERT OR REPLACE INTO deliveries ({columns}) VALUES ({marks})", dataclasses.astuple(record)
         )
         await self.db.commit()
 
-    async def update_delivery(
-        self,
-        job_id: str,
-        *,
-        last_seq: int | None = None,
-        status_message_id: int | None = None,
-        finished: bool | None = None,
-    ) -> None:
-        changes = {"last_seq": last_seq, "status_message_id": status_message_id, "finished": finished}
-        changes = {k: int(v) for k, v in changes.items() if v is not None}
+    async def update_delivery(self, job_id: str, **changes: int | float | bool | None) -> None:
+        """Set the given fields of ``job_id``'s record (field names of :class:`DeliveryRecord`)."""
+        if unknown := set(changes) - set(_FIELDS):
+            raise ValueError(f"unknown delivery fields {sorted(unknown)}")
         if not changes:
             return
         assignments = ", ".join(f"{name} = ?" for name in changes)
@@ -96,20 +104,14 @@ class BotStore:
         await self.db.commit()
 
     async def unfinished_deliveries(self) -> list[DeliveryRecord]:
-        async with self.db.execute("SELECT * FROM deliveries WHERE finished = 0") as cursor:
+        async with self.db.execute(
+            f"SELECT {', '.join(_FIELDS)} FROM deliveries WHERE finished = 0"
+        ) as cursor:
             rows = await cursor.fetchall()
-        return [
-            DeliveryRecord(
-                job_id=r[0],
-                channel_id=r[1],
-                status_message_id=r[2],
-                reply_to_message_id=r[3],
-                filesize_limit=r[4],
-                last_seq=r[5],
-                finished=bool(r[6]),
-            )
-            for r in rows
-        ]
+        records = [DeliveryRecord(**dict(zip(_FIELDS, row, strict=True))) for row in rows]
+        for record in records:
+            record.finished = bool(record.finished)
+        return records
 
     async def link_message(self, message_id: int, job_id: str) -> None:
         await self.db.execute("INSERT OR REPLACE INTO messages VALUES (?, ?)", (message_id, job_id))

@@ -7,6 +7,7 @@ in ``setup_hook``, so the buttons of messages sent before a restart keep working
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -28,10 +29,10 @@ CANCEL = "cancel"
 _EMOJI = {**{str(d): arrow for d, arrow in ARROWS.items()}, REDO: "🔄", CANCEL: "✖"}
 
 
-class JobButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"outpaint:(?P<action>left|right|up|down|redo|cancel):(?P<job_id>[0-9A-Za-z_-]{1,64})",
-):
+CUSTOM_ID = re.compile(r"outpaint:(?P<action>left|right|up|down|redo|cancel):(?P<job_id>[0-9A-Za-z_-]{1,64})")
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
     def __init__(self, action: str, job_id: str) -> None:
         style = discord.ButtonStyle.danger if action == CANCEL else discord.ButtonStyle.secondary
         super().__init__(
@@ -56,18 +57,16 @@ class JobButton(
         jobs = interaction.client.jobs
         if self.action == CANCEL:
             await cancel(interaction, self.job_id)
-            return
-        parent = await jobs.finished_job(self.job_id)
-        if self.action == REDO:
-            options = Options(parent.spec.direction, times=1)
-            await start_job(interaction, options, lambda: jobs.source_for_redo(parent), "redo")
+        elif self.action == REDO:  # in the direction of the job redone
+            await start_job(interaction, Options(None), lambda: jobs.redo_job(self.job_id), "redo")
         else:
-            options = Options(Direction(self.action), times=1)
-            await start_job(interaction, options, lambda: jobs.source_from_result(parent), "button")
+            options = Options(Direction(self.action))
+            await start_job(interaction, options, lambda: jobs.continue_job(self.job_id), "button")
 
 
 async def cancel(interaction: discord.Interaction[OutpaintBot], job_id: str) -> None:
-    """Cancel a job, for its requester only."""
+    """Cancel a job, for its requester only (acknowledged privately first: the queue may be slow)."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
     queue = interaction.client.queue
     job = await queue.get(job_id)
     if job is None:
@@ -77,7 +76,7 @@ async def cancel(interaction: discord.Interaction[OutpaintBot], job_id: str) -> 
     if job.state.terminal:
         raise UserError(messages.ALREADY_FINISHED)
     await queue.cancel(job_id)
-    await interaction.response.send_message(messages.CANCELLING, ephemeral=True)
+    await interaction.edit_original_response(content=messages.CANCELLING)
 
 
 def result_view(job_id: str) -> discord.ui.View:
@@ -91,3 +90,18 @@ def status_view(job_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(JobButton(CANCEL, job_id))
     return view
+
+
+def is_ours(custom_id: str) -> bool:
+    """Whether this version of the bot knows a component ``custom_id``."""
+    return CUSTOM_ID.fullmatch(custom_id) is not None
+
+
+def result_job_id(message: discord.Message) -> str | None:
+    """The job whose result ``message`` is (its extend buttons name it), or None."""
+    for row in message.components:
+        for item in getattr(row, "children", ()):
+            match = CUSTOM_ID.fullmatch(getattr(item, "custom_id", None) or "")
+            if match is not None and match["action"] in (*EXTEND, REDO):
+                return match["job_id"]
+    return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from bot.settings import BotSettings
 from outpaint_engine.queue import JobQueue, open_queue
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.settings import EngineSettings, QueueSettings
+from tests.bot.processes import QUEUE_TESTS, Processes
 from tests.fakediscord import (
     WAIT_S,
     FakeDiscord,
@@ -30,6 +33,9 @@ from tests.fakediscord import (
 )
 from tests.fakediscord.models import walk_components
 from tests.queue.engine_double import FastEngineDouble, Pause
+
+sys.path.insert(0, str(QUEUE_TESTS))  # queue_helpers imports its neighbours as top-level modules
+from queue_helpers import REDIS_SERVER, RedisServer
 
 WINDOW = 64
 EXPAND = 16  # the default expand at a 64 px window
@@ -148,3 +154,25 @@ async def fake() -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 def harness(fake: FakeDiscord, tmp_path: Path) -> Harness:
     return Harness(fake, tmp_path / "data")
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own (it may be killed, restarted or frozen)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    server = RedisServer(tmp_path / "redis")
+    server.directory.mkdir()
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.send_signal(signal.SIGCONT)  # a test that failed while Redis was frozen
+    server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """``outpaint-bot`` and ``outpaint-worker`` processes, killed at the end of the test."""
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()

@@ -8,11 +8,13 @@ from pathlib import Path
 from bot import messages
 from tests.bot.conftest import EXPAND, Harness, answer, image_upload, reached, size_of
 from tests.fakediscord import WAIT_S, FakeDiscord
-from tests.fakediscord.models import ATTACH_FILES
+from tests.fakediscord.models import ATTACH_FILES, FLAG_EPHEMERAL
 from tests.queue.engine_double import Pause
 
 
-async def test_after_the_token_expires_updates_go_through_channel_messages(harness: Harness) -> None:
+async def test_after_the_token_expires_the_same_message_is_edited_through_the_channel(
+    harness: Harness,
+) -> None:
     fake = harness.fake
     pause = harness.engine.hook = Pause(seed=41, step=1)
     async with harness.running():
@@ -24,12 +26,10 @@ async def test_after_the_token_expires_updates_go_through_channel_messages(harne
 
         result = await harness.result()
         assert size_of(result.attachments[0]) == (96 + 2 * EXPAND, 64)
-        status = await fake.wait_for_message(lambda m: m.content.startswith("✅") and m.id != original.id)
-        assert status.interaction_id is None and status.webhook_id is None
-        assert [
-            r.status for r in fake.requests_to("PATCH", "/webhooks/") if r.status >= 400
-        ]  # it was refused
-        assert not original.content.startswith("✅")  # the old message could not be touched any more
+        await fake.wait_for(lambda _: original.content.startswith("✅"))  # the same message, to the end
+        assert [r.status for r in fake.requests_to("PATCH", "/webhooks/") if r.status >= 400]  # refused
+        assert fake.requests_to("PATCH", f"/channels/{fake.channel.id}/messages/{original.id}")
+        assert [m.id for m in fake.bot_messages() if not m.is_ephemeral] == [original.id, result.id]
 
 
 async def test_an_oversize_result_is_reencoded_with_a_note(tmp_path: Path) -> None:
@@ -106,13 +106,14 @@ async def test_a_waiting_job_is_not_edited_while_its_position_stays(harness: Har
         pause.go.set()
 
 
-async def test_a_channel_that_refuses_files_gets_a_clear_message(harness: Harness) -> None:
-    fake = harness.fake
+async def test_a_channel_that_refuses_files_is_refused_before_anything_is_queued(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
     fake.guild.everyone_permissions &= ~ATTACH_FILES  # the bot may talk here but not upload
-    async with harness.running():
+    harness = Harness(fake, tmp_path / "data")
+    async with harness.running() as bot:
         interaction = await harness.outpaint(times=1)
-        status = await fake.wait_for(
-            lambda f: (m := f.original_of(interaction)) and m.content == messages.MISSING_PERMISSIONS and m
-        )
-        assert status.custom_ids == []
-        assert [r.status for r in fake.requests_to("POST", "/channels/")] == [403]  # the result
+        refusal = await answer(fake, interaction)
+        assert refusal.flags & FLAG_EPHEMERAL
+        assert refusal.content == messages.missing_permissions(["Attach Files"])
+        assert not fake.downloads() and await bot.queue.list_jobs() == []

@@ -6,7 +6,7 @@ import pytest
 
 from bot import messages
 from bot.errors import UserError
-from bot.limits import Limits
+from bot.limits import Limits, Owner
 from bot.settings import BotSettings
 
 
@@ -36,29 +36,58 @@ def test_allowlist_refuses_other_guilds_and_dms() -> None:
             limits.check_guild(guild)
 
 
-def test_cooldown_runs_from_the_last_start() -> None:
+ALICE, BOB, CAROL = Owner(1, 10), Owner(2, 10), Owner(3, 10)
+
+
+def test_cooldown_runs_from_the_last_reservation() -> None:
     clock = Clock()
-    limits = make(clock, cooldown_s=10)
-    limits.check_cooldown(1)
-    limits.record_start(1)
+    limits = make(clock, cooldown_s=10, max_user_jobs=5)
+    limits.reserve(ALICE).commit("a1")
     clock.now += 4
     with pytest.raises(UserError, match="Please wait") as refused:
-        limits.check_cooldown(1)
+        limits.reserve(ALICE)
     assert "<t:" in str(refused.value)
-    limits.check_cooldown(2)  # other users are not affected
+    limits.reserve(BOB).commit("b1")  # other users are not affected
     clock.now += 6
-    limits.check_cooldown(1)
+    limits.reserve(ALICE).commit("a2")
 
 
-def test_caps_per_user_then_per_guild() -> None:
-    limits = make(max_user_jobs=2, max_guild_jobs=3)
-    limits.check_active(1, 2)
+def test_caps_count_jobs_and_pending_reservations_per_user_then_per_guild() -> None:
+    limits = make(max_user_jobs=2, max_guild_jobs=3, cooldown_s=0)
+    limits.reserve(ALICE).commit("a1")
+    pending = limits.reserve(ALICE)  # not queued yet (downloading), but it holds the slot
     with pytest.raises(UserError) as user:
-        limits.check_active(2, 0)
+        limits.reserve(ALICE)
     assert str(user.value) == messages.user_cap(2)
+    limits.reserve(BOB).commit("b1")
     with pytest.raises(UserError) as guild:
-        limits.check_active(0, 3)
+        limits.reserve(CAROL)
     assert str(guild.value) == messages.guild_cap(3)
+    limits.reserve(Owner(3, 20))  # another guild has its own cap
+    pending.release()
+    limits.reserve(CAROL)
+    limits.finished("a1")
+    limits.reserve(ALICE)
+
+
+def test_a_failed_request_gives_its_slot_and_its_cooldown_back() -> None:
+    clock = Clock()
+    limits = make(clock, cooldown_s=10, max_user_jobs=1)
+    with limits.reserve(ALICE):
+        pass  # e.g. the download failed: the block ends without a commit
+    limits.reserve(ALICE).commit("a1")  # neither the cap nor the cooldown refuse it
+    limits.finished("a1")
+    with pytest.raises(UserError, match="Please wait"):
+        limits.reserve(ALICE)
+
+
+def test_jobs_tracked_from_the_journal_count() -> None:
+    limits = make(max_user_jobs=1)
+    limits.track("a1", ALICE)
+    with pytest.raises(UserError):
+        limits.check(ALICE)
+    limits.finished("a1")
+    limits.check(ALICE)
 
 
 @pytest.mark.parametrize(

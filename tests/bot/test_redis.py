@@ -3,37 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.worker import Worker
-from tests.bot.conftest import EXPAND, Harness, image_upload, size_of
+from tests.bot.conftest import EXPAND, Harness, RedisServer, image_upload, size_of
 from tests.fakediscord import WAIT_S, FakeDiscord
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "queue"))
-from queue_helpers import REDIS_SERVER, RedisServer
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    yield server.url
-    server.stop()
 
 
 async def test_slash_command_and_button_on_a_redis_queue(
-    fake: FakeDiscord, tmp_path: Path, redis_url: str
+    fake: FakeDiscord, tmp_path: Path, redis_server: RedisServer
 ) -> None:
+    redis_url = redis_server.url
     harness = Harness(fake, tmp_path / "bot-data", queue=redis_url)
     side = RedisWorkerSide(
         QueueSettings(_env_file=None, queue=redis_url, heartbeat_s=0.2), name="test-worker"

@@ -17,7 +17,7 @@ from .models import (
     UploadedFile,
     User,
 )
-from .server import WAIT_S, FakeDiscord
+from .server import WAIT_S, FakeDiscord, point_discord_at
 
 __all__ = [
     "WAIT_S",
@@ -34,4 +34,5 @@ __all__ = [
     "Upload",
     "UploadedFile",
     "User",
+    "point_discord_at",
 ]

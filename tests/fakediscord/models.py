@@ -254,7 +254,9 @@ class Upload:
 
     ``size`` is what Discord reports and may lie (to test size checks made before downloading);
     ``data`` is what the CDN serves and may be anything (not an image, truncated).
-    ``cdn_status`` other than 200 makes the CDN answer that status instead.
+    ``cdn_status`` other than 200 makes the CDN answer that status instead; ``cdn_fault`` makes
+    it misbehave: ``"hang"`` (no answer until ``fake.release_downloads()``) or ``"drop"`` (half the
+    body, then the connection is closed).
     """
 
     filename: str
@@ -264,6 +266,7 @@ class Upload:
     width: int | None = None
     height: int | None = None
     cdn_status: int = 200
+    cdn_fault: str | None = None
 
     @classmethod
     def of(cls, value: Upload | tuple[Any, ...]) -> Upload:
@@ -284,6 +287,7 @@ class StoredAttachment:
     height: int | None = None
     description: str | None = None
     cdn_status: int = 200
+    cdn_fault: str | None = None
     ephemeral: bool = False
 
     def payload(self) -> dict[str, Any]:
@@ -434,10 +438,17 @@ class InteractionRecord:
     followup_ids: list[int] = field(default_factory=list)
     modal: dict[str, Any] | None = None
     expired_status: int | None = None
+    dispatched_at: float = field(default_factory=time.monotonic)
+    acknowledged_at: float | None = None  # time.monotonic() when the bot's callback arrived
 
     @property
     def acknowledged(self) -> bool:
         return self.response_type is not None
+
+    @property
+    def ack_s(self) -> float | None:
+        """Seconds from the dispatch to the bot's answer (Discord allows 3)."""
+        return None if self.acknowledged_at is None else self.acknowledged_at - self.dispatched_at
 
     @property
     def name(self) -> str | None:

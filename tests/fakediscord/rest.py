@@ -7,6 +7,7 @@ next matching requests answer 429 once.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import zlib
@@ -23,6 +24,7 @@ from .models import (
     MSG_CHAT_INPUT_COMMAND,
     MSG_CONTEXT_MENU_COMMAND,
     MSG_DEFAULT,
+    READ_MESSAGE_HISTORY,
     ApiError,
     Guild,
     InteractionRecord,
@@ -55,11 +57,21 @@ class RateLimitRule:
     is_global: bool
 
 
+@dataclass
+class RequestHook:
+    """Runs once, after the next matching request was handled and before it is answered."""
+
+    method: str
+    route: str
+    callback: Callable[[RequestRecord], Any]
+
+
 class RestApi:
     def __init__(self, state: FakeState, gateway: Gateway) -> None:
         self.state = state
         self.gateway = gateway
         self.rate_limits: list[RateLimitRule] = []
+        self.hooks: list[RequestHook] = []
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -134,6 +146,7 @@ class RestApi:
                     response = limited
                 else:
                     result = await handler(request, record)
+                    await self._run_hook(record)
                     response = self._respond(record, 200, result)
             except ApiError as error:
                 response = self._respond(record, error.status, error.body())
@@ -158,6 +171,13 @@ class RestApi:
             return web.Response(status=204)
         record.status, record.response = status, body
         return _json(body, status)
+
+    async def _run_hook(self, record: RequestRecord) -> None:
+        hook = next((h for h in self.hooks if record.matches(h.method, h.route)), None)
+        if hook is not None:
+            self.hooks.remove(hook)
+            if inspect.isawaitable(outcome := hook.callback(record)):
+                await outcome
 
     def rate_limit_next(self, count: int, retry_after: float, route: str | None, is_global: bool) -> None:
         self.rate_limits.append(RateLimitRule(count, retry_after, route, is_global))
@@ -280,10 +300,21 @@ class RestApi:
         return self.state.channel(int(record.params["channel_id"])).payload()
 
     async def get_messages(self, request: web.Request, record: RequestRecord) -> Any:
+        """Newest first; ``before``: older than that id; ``after``: the ``limit`` messages right
+        after that id. Without Read Message History, no messages (as on Discord)."""
         channel = self.state.channel(int(record.params["channel_id"]))
-        limit = int(record.query.get("limit", 50))
-        found = [m for m in self.state.messages.values() if m.channel_id == channel.id and not m.deleted]
-        found = [m for m in found if not m.is_ephemeral]
+        if not self.state.guild_of(channel).has_permission(READ_MESSAGE_HISTORY):
+            return []
+        limit = min(int(record.query.get("limit", 50)), 100)
+        found = [
+            m
+            for m in self.state.messages.values()  # in id order: oldest first
+            if m.channel_id == channel.id and not m.deleted and not m.is_ephemeral
+        ]
+        if "before" in record.query:
+            found = [m for m in found if m.id < int(record.query["before"])]
+        if "after" in record.query:
+            found = [m for m in found if m.id > int(record.query["after"])][:limit]
         return [self._rest_view(m) for m in reversed(found)][:limit]
 
     async def post_message(self, request: web.Request, record: RequestRecord) -> Any:
@@ -349,6 +380,7 @@ class RestApi:
         cb_type, data = int(body.get("type", 0)), body.get("data") or {}
         message = await self._apply_callback(interaction, cb_type, data, record.files)
         interaction.response_type, interaction.response_data = cb_type, data
+        interaction.acknowledged_at = time.monotonic()
         if record.query.get("with_response") not in ("1", "true", "True"):
             return NO_CONTENT
         summary: dict[str, Any] = {"id": str(interaction.id), "type": interaction.type}
@@ -472,9 +504,24 @@ class RestApi:
             return web.Response(status=404, text="Not Found")
         if attachment.cdn_status != 200:
             return web.Response(status=attachment.cdn_status, text="CDN error")
-        return web.Response(
-            body=attachment.data, content_type=attachment.content_type or "application/octet-stream"
-        )
+        content_type = attachment.content_type or "application/octet-stream"
+        if attachment.cdn_fault == "hang":
+            self.state.held_downloads += 1
+            self.state.notifier.notify()
+            try:
+                await self.state.downloads_released.wait()
+            finally:
+                self.state.held_downloads -= 1
+        elif attachment.cdn_fault == "drop":
+            response = web.StreamResponse(
+                headers={"Content-Type": content_type, "Content-Length": str(len(attachment.data))}
+            )
+            await response.prepare(request)
+            await response.write(attachment.data[: len(attachment.data) // 2])
+            assert request.transport is not None
+            request.transport.abort()  # the connection drops mid-body
+            return response
+        return web.Response(body=attachment.data, content_type=content_type)
 
     async def unknown(self, request: web.Request, record: RequestRecord) -> Any:
         raise ApiError(

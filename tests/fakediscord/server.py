@@ -34,7 +34,7 @@ from .models import (
     User,
     walk_components,
 )
-from .rest import RestApi
+from .rest import RequestHook, RestApi
 from .state import FakeState
 
 T = TypeVar("T")
@@ -52,6 +52,28 @@ COMPONENT_RADIO_GROUP, COMPONENT_CHECKBOX = 21, 23
 WAIT_S = 120.0
 """How long a wait gives up by default: generous, since a loaded CI machine can be slow; the
 waits end as soon as their condition holds, so this never slows a passing test."""
+
+
+@contextlib.contextmanager
+def point_discord_at(base_url: str) -> Iterator[None]:
+    """Point discord.py at a fake Discord listening at ``base_url`` (also in another process, e.g.
+    a bot started by a test); restore afterwards."""
+    saved = (
+        discord.http.Route.BASE,
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+        discord.asset.Asset.BASE,
+    )
+    discord.http.Route.BASE = f"{base_url}/api/v10"
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(base_url.replace("http://", "ws://") + "/")
+    discord.asset.Asset.BASE = f"{base_url}/cdn"
+    try:
+        yield
+    finally:
+        (
+            discord.http.Route.BASE,
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
+            discord.asset.Asset.BASE,
+        ) = saved
 
 
 class FakeDiscord:
@@ -110,30 +132,15 @@ class FakeDiscord:
         self.state.base_url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
+        self.release_downloads()  # a held download would hold the server's shutdown
         if self._runner is not None:
             await self.gateway.close_all()
             await self._runner.cleanup()
             self._runner = None
 
-    @contextlib.contextmanager
-    def patched(self) -> Iterator[None]:
+    def patched(self) -> contextlib.AbstractContextManager[None]:
         """Point discord.py (REST base, gateway, CDN assets) at this fake; restore afterwards."""
-        saved = (
-            discord.http.Route.BASE,
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-            discord.asset.Asset.BASE,
-        )
-        discord.http.Route.BASE = f"{self.base_url}/api/v10"
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self.gateway_url)
-        discord.asset.Asset.BASE = f"{self.base_url}/cdn"
-        try:
-            yield
-        finally:
-            (
-                discord.http.Route.BASE,
-                discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY,
-                discord.asset.Asset.BASE,
-            ) = saved
+        return point_discord_at(self.base_url)
 
     async def __aenter__(self) -> FakeDiscord:
         await self.start()
@@ -237,6 +244,12 @@ class FakeDiscord:
         return self.state.add_guild(
             name, owner=self.alice, premium_tier=premium_tier, upload_limit=upload_limit
         )
+
+    async def set_permissions(self, guild: Guild, permissions: int) -> None:
+        """Change the bot's permissions in ``guild`` (its @everyone role); sends GUILD_ROLE_UPDATE."""
+        guild.everyone_permissions = permissions
+        (role,) = guild.role_payloads()
+        await self.gateway.dispatch("GUILD_ROLE_UPDATE", {"guild_id": str(guild.id), "role": role})
 
     async def set_premium_tier(self, guild: Guild, tier: int, *, upload_limit: int | None = None) -> None:
         """Change a guild's boost tier (and upload limit override); sends GUILD_UPDATE."""
@@ -372,6 +385,29 @@ class FakeDiscord:
         """Answer the next ``count`` REST requests (matching ``route``, a substring of the route
         pattern or path, if given) with 429 and ``retry_after``; discord.py waits and retries."""
         self.rest.rate_limit_next(count, retry_after, route, is_global)
+
+    def after_next(self, method: str, route: str, callback: Callable[[RequestRecord], Any]) -> None:
+        """Run ``callback(record)`` (sync or async) once, after the next ``method`` request matching
+        ``route`` was handled and before it is answered: e.g. to stop the bot right after Discord
+        created a message it posted, before the bot learns that it did."""
+        self.rest.hooks.append(RequestHook(method.upper(), route, callback))
+
+    @property
+    def held_downloads(self) -> int:
+        """Downloads of ``cdn_fault="hang"`` attachments the CDN is holding now."""
+        return self.state.held_downloads
+
+    def release_downloads(self) -> None:
+        """Let the CDN answer the held downloads (and any later ones) of "hang" attachments."""
+        self.state.downloads_released.set()
+        self.state.notifier.notify()
+
+    async def delete_message(self, message: StoredMessage | int) -> None:
+        """A moderator deletes a message (MESSAGE_DELETE); the bot's later edits of it get 10008."""
+        msg = self.state.message(None, message.id if isinstance(message, StoredMessage) else int(message))
+        self.state.delete_message(msg)
+        await self.rest._message_deleted(msg)
+        self.state.notifier.notify()
 
     @property
     def message_content_allowed(self) -> bool:

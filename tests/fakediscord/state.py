@@ -92,6 +92,8 @@ class FakeState:
         self.members_allowed = members_allowed
         self.presences_allowed = presences_allowed
         self.notifier = Notifier()
+        self.downloads_released = asyncio.Event()  # lets the CDN answer "hang" downloads
+        self.held_downloads = 0  # downloads the CDN is holding right now
 
     # -- the world -------------------------------------------------------------------------
 
@@ -216,6 +218,7 @@ class FakeState:
             width=upload.width if upload.width is not None else (size[0] if size else None),
             height=upload.height if upload.height is not None else (size[1] if size else None),
             cdn_status=upload.cdn_status,
+            cdn_fault=upload.cdn_fault,
             ephemeral=kind == "ephemeral-attachments",
         )
         self.attachments[att_id] = attachment

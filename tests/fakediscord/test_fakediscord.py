@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import io
 
+import aiohttp
 import discord
 import pytest
 from discord import app_commands
 from PIL import Image
 
 from . import FakeDiscord, Upload
+from .models import READ_MESSAGE_HISTORY
 
 TIMEOUT = 30
 
@@ -347,3 +349,43 @@ async def test_unknown_route_is_recorded(fake: FakeDiscord) -> None:
         with pytest.raises(discord.NotFound):
             await probe.http.request(discord.http.Route("GET", "/stickers/{sticker_id}", sticker_id=1))
     assert fake.requests_to("GET", "/stickers/1")[0].status == 404
+
+
+async def test_history_before_and_after_and_deleted_messages(fake: FakeDiscord) -> None:
+    probe = Probe()
+    async with fake.running(probe):
+        posted = [await fake.send_message(content=f"m{n}") for n in range(5)]
+        channel = probe.get_partial_messageable(fake.channel.id)
+        newest = [m.content async for m in channel.history(limit=3)]
+        after = [m.content async for m in channel.history(limit=2, after=discord.Object(posted[1].id))]
+        before = [m.content async for m in channel.history(before=discord.Object(posted[2].id))]
+        assert (newest, after, before) == (["m4", "m3", "m2"], ["m2", "m3"], ["m1", "m0"])
+
+        await fake.delete_message(posted[4])
+        assert [m.content async for m in channel.history(limit=1)] == ["m3"]
+        with pytest.raises(discord.NotFound) as gone:
+            await channel.fetch_message(posted[4].id)
+        assert gone.value.code == 10008
+        fake.guild.everyone_permissions &= ~READ_MESSAGE_HISTORY
+        assert [m async for m in channel.history()] == []  # as on Discord: no history, no error
+
+
+async def test_a_cdn_that_hangs_or_drops(fake: FakeDiscord) -> None:
+    probe = Probe()
+    async with fake.running(probe):
+        await fake.send_message(
+            content="x",
+            attachments=[
+                Upload("slow.png", png(), cdn_fault="hang"),
+                Upload("cut.png", png(), cdn_fault="drop"),
+            ],
+            mentions_bot=True,
+        )
+        slow, cut = (await asyncio.wait_for(probe.messages.get(), TIMEOUT)).attachments
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await cut.read()
+        download = asyncio.create_task(slow.read())
+        await fake.wait_for(lambda f: f.held_downloads == 1)
+        assert not download.done()
+        fake.release_downloads()
+        assert await asyncio.wait_for(download, TIMEOUT) == png()
