@@ -212,8 +212,8 @@ class Workers:
         return time.monotonic() - began
 
     def running(self, job_id: str) -> str:
-        """The worker whose log shows it took ``job_id`` (the worker logs every attempt)."""
-        mark = f"job {job_id}: attempt"
+        """The worker whose log shows it took ``job_id`` (the worker logs every delivery)."""
+        mark = f"job {job_id}: delivery"
         for name in self.processes:
             if mark in self.log(name).read_text(errors="replace"):
                 return name

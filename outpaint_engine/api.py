@@ -49,6 +49,9 @@ ProgressCallback = Callable[[StepProgress], None]
 
 
 class Engine(Protocol):
+    """What a worker needs. An engine may also have ``concurrency`` (an int, default 1): how many
+    jobs it runs well at once from as many threads (the real engine batches their UNet calls)."""
+
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan: ...
 
     def run(

@@ -11,6 +11,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,11 +41,15 @@ FILL_SCALES = {"telea": 1, "telea-fast": 4}
 """``OUTPAINT_FILL``: how many times the Telea pre-fill's working resolution is reduced."""
 
 
+BATCH_JOBS_ON_CUDA = 4
+"""Jobs a CUDA worker runs at once by default (``OUTPAINT_BATCH_JOBS``)."""
+
+
 class Outpainter:
     """The real engine (implements :class:`outpaint_engine.api.Engine`).
 
-    Not thread-safe: one job at a time per instance (the models and their IP-Adapter scale are
-    shared state).
+    Several jobs may run at once, one thread each (up to :attr:`concurrency` is what pays): their
+    UNet calls meet in the models' batcher. Every job must use the same IP-Adapter scale.
     """
 
     def __init__(
@@ -53,6 +58,15 @@ class Outpainter:
         self.models = models
         self.settings = settings or EngineSettings()
         self.captioner = captioner  # writes the prompt of jobs that have none
+        self._caption_lock = threading.Lock()
+
+    @property
+    def concurrency(self) -> int:
+        """How many jobs to run at once (``OUTPAINT_BATCH_JOBS``; by default 4 on CUDA, else 1)."""
+        if self.settings.batch_jobs is not None:
+            return self.settings.batch_jobs
+        on_cuda = self.models.device.type == "cuda" and not self.settings.low_vram
+        return BATCH_JOBS_ON_CUDA if on_cuda else 1
 
     @classmethod
     def load(cls, settings: EngineSettings | None = None, **overrides: Any) -> Outpainter:
@@ -88,6 +102,41 @@ class Outpainter:
         for _ in range(2):  # the second run replays what the first compiled (and records graphs)
             for _ in self.run(source, spec):
                 pass
+        self._warm_up_batches(spec)
+
+    @torch.inference_mode()
+    def _warm_up_batches(self, spec: JobSpec) -> None:
+        """Call the UNet as the batcher will for 2 to :attr:`concurrency` jobs at once, so each batch
+        size is compiled and captured now rather than in the middle of real jobs."""
+        m = self.models
+        text = m.encode_text(spec.prompt, "", guidance=spec.guidance > 1)
+        crops = [np.full((224, 224, 3), 128, np.uint8)] * 6
+        cond = m.conditioning(
+            text, m.encode_crops(crops, guidance=spec.guidance > 1) if m.ip_adapter else None, spec.window
+        )
+        scheduler = m.new_scheduler()
+        scheduler.set_timesteps(spec.steps, device=m.device)
+        latent = spec.window // 8
+        for jobs in range(2, self.concurrency + 1):
+            log.info("warming up the UNet for %d jobs at once", jobs)
+
+            def times(tensor: torch.Tensor, jobs: int = jobs) -> torch.Tensor:
+                return torch.cat([tensor] * jobs)
+
+            added = {"text_embeds": times(cond.pooled_embeds), "time_ids": times(cond.time_ids)}
+            if cond.image_embeds is not None:
+                added["image_embeds"] = [times(e) for e in cond.image_embeds]
+            size = cond.batch * jobs
+            sample = torch.randn(size, 4, latent, latent, device=m.device).to(cond.prompt_embeds.dtype)
+            timestep = scheduler.timesteps[0].reshape(1).expand(size)
+            for _ in range(2):  # as the warm-up jobs: compile or capture, then replay
+                m.batcher.unet(
+                    sample,
+                    timestep,
+                    encoder_hidden_states=times(cond.prompt_embeds),
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                )
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
         return plan_job(width, height, spec)
@@ -136,7 +185,8 @@ class Outpainter:
         if self.captioner is None:
             return ""
         try:
-            return self.captioner.caption(source)
+            with self._caption_lock:  # one model, several jobs
+                return self.captioner.caption(source)
         except Exception:  # a prompt is a nicety: go on without one
             log.warning("the captioner failed; going on without a prompt", exc_info=True)
             return ""

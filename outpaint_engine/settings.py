@@ -59,6 +59,13 @@ class EngineSettings(BaseSettings):
         False,
         description="Run the UNet's large linear layers in float8 (CUDA compute capability 8.9+, torchao).",
     )
+    batch_jobs: int | None = Field(
+        None,
+        ge=1,
+        le=8,
+        description="Jobs one worker runs at once, their denoising steps batched into one UNet call; "
+        "empty = 4 on CUDA (without low-VRAM mode), 1 elsewhere.",
+    )
     fill: Literal["telea", "telea-fast"] = Field(
         "telea",
         description="Pre-fill of the new strip: Telea at full resolution, or 'telea-fast' at a quarter "

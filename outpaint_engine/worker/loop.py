@@ -43,7 +43,8 @@ EngineFactory = Callable[[], Engine]
 class Worker:
     """Runs claimed jobs on an engine created (in the serving thread) by ``engine_factory``.
     :meth:`serve` loops until :meth:`stop`. Each claim's state lives on its :class:`Claim`, so
-    several threads may serve one worker."""
+    several threads may serve one worker: once the engine is loaded, :meth:`serve` starts
+    ``engine.concurrency - 1`` more serving threads (the real engine batches their UNet steps)."""
 
     def __init__(self, side: WorkerSide, engine_factory: EngineFactory, *, idle_wait_s: float = 1.0) -> None:
         self.side = side
@@ -54,13 +55,30 @@ class Worker:
         self._lock = threading.RLock()  # stop() may run in a signal handler on a serving thread
         self._loading = threading.Lock()  # serving threads share one engine
         self._claims: dict[str, Claim] = {}  # by claim token: the jobs being run now
+        self._serving = False
+        self._helpers: list[threading.Thread] = []  # the serving threads beside serve()'s own
 
     def engine(self) -> Engine:
         with self._loading:
             if self._engine is None:
                 log.info("loading the engine")
                 self._engine = self.engine_factory()
+                self._start_helpers()
             return self._engine
+
+    def _start_helpers(self) -> None:
+        """Serve ``engine.concurrency`` jobs at once: start the missing serving threads (once the
+        engine is loaded and :meth:`serve` runs)."""
+        with self._lock:
+            if not self._serving or self._engine is None or self._helpers or self._stop.is_set():
+                return
+            slots = max(1, int(getattr(self._engine, "concurrency", 1)))
+            for index in range(2, slots + 1):
+                thread = threading.Thread(target=self._serve, name=f"outpaint-worker-{index}", daemon=True)
+                self._helpers.append(thread)
+                thread.start()
+            if slots > 1:
+                log.info("serving %d jobs at once", slots)
 
     def stop(self) -> None:
         """Stop after the current denoising step; running jobs go back to the queue."""
@@ -75,6 +93,17 @@ class Worker:
         claim.cancel.cancel()
 
     def serve(self) -> None:
+        """Serve until :meth:`stop`, with the helper threads once the engine is loaded; returns
+        when every serving thread has handed back or finished its job."""
+        with self._lock:
+            self._serving = True
+        self._start_helpers()
+        self._serve()
+        for thread in self._helpers:
+            thread.join()
+        log.info("worker stopped")
+
+    def _serve(self) -> None:
         while not self._stop.is_set():
             try:
                 claim = self.side.claim(self.idle_wait_s)
@@ -98,7 +127,6 @@ class Worker:
                 with self._lock:
                     del self._claims[claim.token]
                 self.side.end(claim)
-        log.info("worker stopped")
 
     def run(self, claim: Claim) -> None:
         """Run one claimed job to an outcome (or hand it back)."""

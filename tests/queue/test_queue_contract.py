@@ -616,3 +616,23 @@ async def test_closing_while_the_engine_loads_hands_the_job_back(
         assert kinds(await collect(bot, job.id))[-1] == "done"
         final = await bot.get(job.id)
         assert final is not None and final.attempts == 1  # the handed-back delivery did not count
+
+
+async def test_an_engine_that_runs_several_jobs_at_once_gets_them_at_once(double_harness: Harness) -> None:
+    """A worker serves ``engine.concurrency`` jobs at once (the real engine batches their UNet
+    steps): two jobs both reach their first denoising step before either may go on."""
+    harness = double_harness
+    harness.engine.concurrency = 2
+    both_running = threading.Barrier(2, timeout=WAIT_S)
+
+    def meet(spec, step, denoise, cancel) -> None:
+        if step == 0 and denoise == 1:
+            both_running.wait()  # one job at a time would break the barrier after WAIT_S
+
+    harness.engine.hook = meet
+    jobs = [make_job(70, user=1), make_job(71, user=2)]
+    for job in jobs:
+        await harness.queue.submit(job, SOURCE_PNG)
+    for job in jobs:
+        assert kinds(await collect(harness.queue, job.id))[-1] == "done"
+    assert not both_running.broken
