@@ -8,11 +8,12 @@ the real on-disk layouts and loaded through the engine's real loaders. Every pat
   weights with the VAE upcast to fp32, the change map blurred over the whole window with a 2-D
   501-px Gaussian and the Telea pre-fill over the whole window, the unconditional image embedding
   recomputed, the merge on the CPU;
-- ``eager``: the engine with ``OUTPAINT_COMPILE=off`` (bf16, the exact separable map and the merge
-  on the GPU, the cropped Telea), then each lever on its own: ``graphs``, ``regional`` (the new
-  default), ``regional fast-fill`` (``OUTPAINT_FILL=telea-fast``), ``regional vae``
-  (``OUTPAINT_COMPILE_VAE``), ``regional fp8`` (``OUTPAINT_FP8``), ``full graphs``
-  (``OUTPAINT_COMPILE=reduce-overhead``).
+- ``eager``: the engine with ``OUTPAINT_COMPILE=off`` and the full-resolution Telea (bf16, the exact
+  separable map and the merge on the GPU, the cropped Telea), then each lever on its own:
+  ``graphs`` (CUDA graphs), ``regional`` (regional compilation + CUDA graphs), ``default``
+  (``regional`` with ``OUTPAINT_FILL=telea-fast``: what the defaults give on CUDA), ``default fp8``
+  (``OUTPAINT_FP8``), ``default vae`` (``OUTPAINT_COMPILE_VAE``), ``default fp8 vae``, ``full
+  graphs`` (``OUTPAINT_COMPILE=reduce-overhead``).
 
 Paths are warmed up (compile and graph-capture time reported apart), then run interleaved for
 ``--repeats`` rounds so clocks and heat treat them alike. A separate profiled run per path gives the
@@ -22,7 +23,7 @@ peak memory, the latent/pixel difference of every lossy lever against ``eager`` 
 and every canvas is checked (planned sizes, real pixels, the source bit-exact outside the seam).
 
 Run from the repository root on a CUDA machine (see bench/README.md):
-``python -m bench.bench_engine --paths "seed-eager fp16" eager regional --json results.json``.
+``python -m bench.bench_engine --paths "seed-eager fp16" regional default --json results.json``.
 ``--tiny --device cpu`` runs the same code on the tiny test models (a check of the script).
 """
 
@@ -37,6 +38,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -318,28 +320,31 @@ def final_latents(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> tupl
 
 
 def differences(
-    reference: Outpainter, other: Outpainter, source: np.ndarray, spec: JobSpec
+    reference: Outpainter, other: Outpainter, source: np.ndarray, spec: JobSpec, other_seed: int | None = None
 ) -> dict[str, float]:
-    """Relative latent difference ‖a − b‖/‖a‖ and the mean absolute pixel difference of one step."""
+    """Relative latent difference ‖a − b‖/‖a‖ and the mean absolute pixel difference of one step
+    (``other`` with another seed when given: what a reroll changes, for scale)."""
     la, pa = final_latents(reference, source, spec)
-    lb, pb = final_latents(other, source, spec)
+    lb, pb = final_latents(other, source, spec if other_seed is None else replace(spec, seed=other_seed))
     return {
         "latent_rel": float((la - lb).norm() / la.norm()),
         "pixel_mean_abs": float(np.abs(pa.astype(np.float32) - pb.astype(np.float32)).mean()),
     }
 
 
-PATHS: dict[str, dict[str, Any]] = {  # name: engine settings on top of "eager" (None: the seed path)
+PATHS: dict[str, dict[str, Any]] = {  # name: engine settings on top of the eager bf16 engine
     "seed-eager fp16": {},
-    "eager": {},
-    "graphs": {"compile": "graphs"},
-    "regional": {"compile": "regional"},
-    "regional fast-fill": {"compile": "regional", "fill": "telea-fast"},
-    "regional vae": {"compile": "regional", "compile_vae": True},
-    "regional fp8": {"compile": "regional", "fp8": True},
-    "full graphs": {"compile": "reduce-overhead"},
+    "eager": {"fill": "telea"},
+    "graphs": {"compile": "graphs", "fill": "telea"},
+    "regional": {"compile": "regional", "fill": "telea"},
+    "default": {"compile": "regional", "fill": "telea-fast"},  # what OUTPAINT_* defaults give on CUDA
+    "default fp8": {"compile": "regional", "fill": "telea-fast", "fp8": True},
+    "default vae": {"compile": "regional", "fill": "telea-fast", "compile_vae": True},
+    "default fp8 vae": {"compile": "regional", "fill": "telea-fast", "fp8": True, "compile_vae": True},
+    "full graphs": {"compile": "reduce-overhead", "fill": "telea"},
 }
-LOSSY = ("graphs", "regional", "regional fast-fill", "regional vae", "regional fp8", "full graphs")
+LOSSY = ("graphs", "regional", "default", "default fp8", "default vae", "default fp8 vae", "full graphs")
+"""Paths compared with ``eager`` on the same noise (float rounding, the fill, FP8)."""
 
 
 def make_engines(
@@ -361,7 +366,7 @@ def make_engines(
             if eager is None:
                 eager = Outpainter.load(**common, dtype="fp32" if tiny else "bf16")
             changes = dict(PATHS[name])
-            fill = changes.pop("fill", "telea")
+            fill = changes.pop("fill")
             key = tuple(sorted(changes.items()))
             if key not in by_models:
                 by_models[key] = derive(eager, **changes) if changes else eager
@@ -380,10 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--expand", type=int, default=256)
     parser.add_argument(
-        "--paths", nargs="+", choices=list(PATHS), default=["seed-eager fp16", "eager", "regional"]
+        "--paths", nargs="+", choices=list(PATHS), default=["seed-eager fp16", "regional", "default"]
     )
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of each path")
-    parser.add_argument("--no-profile", action="store_true", help="skip the per-stage and idle runs")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-stage runs")
+    parser.add_argument("--idle", nargs="*", default=None, help="paths whose GPU idle time the profiler "
+                        "measures on one expansion (default: the last path)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten as they come)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -443,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["stages_s"] = {k: v / spec.times for k, v in timers.totals.items()}
             if device.type == "cuda":
                 results[name]["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            results[name]["gpu"] = gpu_idle_per_expansion(engine, source, spec)
+            if name in (args.idle if args.idle is not None else args.paths[-1:]):
+                results[name]["gpu"] = gpu_idle_per_expansion(engine, source, replace(spec, times=1))
             unet_s = results[name]["stages_s"].get("unet loop")
             if unet_s and results["matmul_tflops"]:
                 rate = results["unet_flops_per_call"] * spec.steps / unet_s / 1e12
@@ -454,9 +462,9 @@ def main(argv: list[str] | None = None) -> int:
             if name in engines:
                 results[name]["vs_eager"] = differences(engines["eager"], engines[name], source, spec)
         save()
-    if "regional" in engines and "regional fast-fill" in engines:  # the cheaper fill, against a reroll
+    if "regional" in engines and "default" in engines:  # the cheaper fill, against a reroll
         regional = engines["regional"]
-        results["fill_effect"] = differences(regional, engines["regional fast-fill"], source, spec)
+        results["fill_effect"] = differences(regional, engines["default"], source, spec)
         results["seed_effect"] = differences(regional, regional, source, spec, other_seed=spec.seed + 1)
         save()
     print(f"\n{results['device']}, torch {results['torch']}, window {window}, {args.steps} steps")

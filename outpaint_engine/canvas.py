@@ -196,10 +196,16 @@ def keep_weight(change_map: np.ndarray, known: np.ndarray) -> np.ndarray:
     unknown = ~known
     if not unknown.any():
         return np.ones(known.shape, np.float32)
-    t = float(change_map[unknown].max())
-    weight = np.clip((change_map - np.float32(t)) / np.float32(max(1.0 - t, 1e-6)), 0.0, 1.0)
-    weight[change_map == 1.0] = 1.0
+    weight = keep_of_values(change_map, float(change_map[unknown].max()))
     weight[unknown] = 0.0
+    return weight
+
+
+def keep_of_values(values: np.ndarray, ceiling: float) -> np.ndarray:
+    """The merge weight of known pixels with these change-map ``values`` (see :func:`keep_weight`),
+    where ``ceiling`` is the highest map value over the unknown pixels."""
+    weight = np.clip((values - np.float32(ceiling)) / np.float32(max(1.0 - ceiling, 1e-6)), 0.0, 1.0)
+    weight[values == 1.0] = 1.0
     return weight.astype(np.float32, copy=False)
 
 

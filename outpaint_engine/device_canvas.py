@@ -28,7 +28,13 @@ class WindowMaps:
 
 
 def window_maps(known: np.ndarray, spec: JobSpec, device: torch.device) -> WindowMaps:
-    """:func:`canvas.change_map` and :func:`canvas.keep_weight` of a window's ``known`` mask."""
+    """:func:`canvas.change_map` and :func:`canvas.keep_weight` of a window's ``known`` mask.
+
+    The uint8 map is computed on the device with the same integer arithmetic; its float values and
+    the merge weight are functions of that uint8 value alone, so they come from 256-entry tables
+    computed on the CPU with the CPU's own formulas (a GPU divides a tensor by a scalar through its
+    reciprocal, which can differ in the last bit).
+    """
     factors = canvas.map_factors(known, spec)
     if factors is None:  # nothing unknown, or an unknown region that is not one rectangle
         cmap = canvas.change_map(known, spec)
@@ -37,19 +43,18 @@ def window_maps(known: np.ndarray, spec: JobSpec, device: torch.device) -> Windo
     rows, cols = (torch.from_numpy(f.astype(np.int32)).to(device) for f in factors)
     half = 1 << (MAP_SCALE_SHIFT - 1)
     u8 = (255 * 65536 + half - (255 - GRAY) * rows[:, None] * cols[None, :]) >> MAP_SCALE_SHIFT
-    cmap = u8.to(torch.float32) / 255.0
     # The highest map value over the unknown rectangle sits where the gray weight is least.
-    unknown = ~known
-    y0, y1, x0, x1 = canvas.bounding_box(unknown)
+    y0, y1, x0, x1 = canvas.bounding_box(~known)
     least = canvas.map_from_factors(
         factors[0][y0:y1].min(keepdims=True), factors[1][x0:x1].min(keepdims=True)
     )
-    ceiling = float(np.float32(least[0, 0]) / np.float32(255))
-    keep = (cmap - np.float32(ceiling)) / np.float32(max(1.0 - ceiling, 1e-6))
-    keep = keep.clamp(0.0, 1.0)
-    keep[cmap == 1.0] = 1.0
+    values = np.arange(256, dtype=np.uint8)
+    as_map = values.astype(np.float32) / np.float32(255)  # as canvas.change_map
+    as_keep = canvas.keep_of_values(as_map, float(np.float32(least[0, 0]) / np.float32(255)))
+    index = u8.to(torch.long)
+    keep = _on(as_keep, device)[index]
     keep[y0:y1, x0:x1] = 0.0  # the unknown rectangle
-    return WindowMaps(cmap[None, None], keep)
+    return WindowMaps(_on(as_map, device)[index][None, None], keep)
 
 
 def _on(array: np.ndarray, device: torch.device) -> torch.Tensor:

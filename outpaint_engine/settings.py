@@ -67,9 +67,9 @@ class EngineSettings(BaseSettings):
         "empty = 4 on CUDA (without low-VRAM mode), 1 elsewhere.",
     )
     fill: Literal["telea", "telea-fast"] = Field(
-        "telea",
-        description="Pre-fill of the new strip: Telea at full resolution, or 'telea-fast' at a quarter "
-        "of it (16x less CPU work; see docs/engine.md for its effect).",
+        "telea-fast",
+        description="Pre-fill of the new strip: 'telea-fast', Telea at a quarter of the resolution "
+        "(16x less CPU work; see docs/engine.md for its measured effect), or 'telea' at full resolution.",
     )
     window: int = Field(1024, description="Generation window in px (a multiple of 64).")
     steps: int = 25
