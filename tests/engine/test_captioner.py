@@ -112,7 +112,8 @@ def test_the_picture_sent_is_bounded_and_keeps_its_shape() -> None:
 # --- the engine: the caption is the prompt of a job without one; failures are reasons --------------
 
 
-def _prompts_seen(engine: Outpainter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def prompts_seen(engine: Outpainter, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The prompts ``engine`` encodes from now on."""
     prompts: list[str] = []
     original = engine.models.encode_text
 
@@ -129,7 +130,7 @@ def test_the_caption_is_the_prompt_only_when_the_job_has_none(
 ) -> None:
     captioner = ScriptedCaptioner('"A man by a lake."')
     engine = Outpainter(tiny_engine.models, tiny_engine.settings, captioner)
-    prompts = _prompts_seen(tiny_engine, monkeypatch)
+    prompts = prompts_seen(tiny_engine, monkeypatch)
     captioned = list(engine.run(_photo(), SPEC))
     list(engine.run(_photo(), replace(SPEC, prompt="a nest")))
     list(engine.run(_photo(), SPEC, auto_prompt=False))  # a caller that captioned the job itself
