@@ -70,7 +70,8 @@ class LocalCaptioner:
     def __repr__(self) -> str:
         return f"LocalCaptioner({self.name!r}, loaded={self.model is not None})"
 
-    def _ensure_loaded(self) -> None:
+    def ensure_loaded(self) -> None:
+        """Load the model now (the first caption does otherwise); raises :class:`CaptionError`."""
         if self.model is not None:
             return
         if self._load_failure is not None:
@@ -85,7 +86,7 @@ class LocalCaptioner:
 
     @torch.inference_mode()
     def describe(self, picture: Image.Image, question: str) -> str:
-        self._ensure_loaded()
+        self.ensure_loaded()
         model, processor = self.model, self.processor
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         text = processor.apply_chat_template(messages, add_generation_prompt=True)

@@ -263,3 +263,28 @@ def test_captioner_settings(tiny_engine_settings: dict[str, Any], tmp_path: Path
         load_captioner(EngineSettings(**openai, captioner_url="localhost:8000/v1"))  # no scheme
     with pytest.raises(ModelLoadError, match="OUTPAINT_CAPTIONER_MODEL"):
         load_captioner(EngineSettings(**openai, captioner_url="http://127.0.0.1:9/v1"))
+
+
+def test_a_smolvlm_shaped_model_loads_and_sees_its_image_tiles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Idefics3 (SmolVLM) builder that bench/bench_captioner.py uses at SmolVLM-256M's shapes."""
+    from tests.tiny_models import TINY_VLM, save_smolvlm
+
+    path = save_smolvlm(tmp_path / "smolvlm")
+    captioner = load_captioner(
+        EngineSettings(captioner=str(path), device="cpu", dtype="fp32", captioner_max_tokens=8)
+    )
+    assert isinstance(captioner, LocalCaptioner)
+    captioner.ensure_loaded()
+    assert type(captioner.model).__name__ == "Idefics3ForConditionalGeneration"
+    seen: list[Any] = []
+    generate = captioner.model.generate
+    monkeypatch.setattr(
+        captioner.model, "generate", lambda **kw: seen.append(kw["input_ids"][0]) or generate(**kw)
+    )
+    answer = captioner.describe(bounded_image(_photo(500, 300)), instruction("right"))
+    assert isinstance(answer, str)
+    tiles = 2 * 2 + 1  # 500×300 → 64×38 px: 2×2 tiles of 32 px, and the global one
+    image_token = captioner.model.config.image_token_id
+    assert int((seen[0] == image_token).sum()) == tiles * TINY_VLM.tokens_per_tile
