@@ -45,7 +45,8 @@ class OpenAICaptioner:
         backoff_s: float = 1.0,
         max_tokens: int = 60,
     ) -> None:
-        self.endpoint = httpx.URL(url.strip().rstrip("/") + "/chat/completions")
+        base = httpx.URL(url.strip())
+        self.endpoint = base.copy_with(path=base.path.rstrip("/") + "/chat/completions")
         self.model = model
         self.timeout_s = timeout_s
         self.retries = retries
@@ -56,8 +57,8 @@ class OpenAICaptioner:
 
     @property
     def where(self) -> str:
-        """The endpoint without any user:password part, fit for a log line."""
-        return str(self.endpoint.copy_with(username=None, password=None))
+        """The endpoint without any user:password or query part, fit for a log line."""
+        return str(self.endpoint.copy_with(username=None, password=None, query=None))
 
     def __repr__(self) -> str:
         return f"OpenAICaptioner({self.where!r}, model={self.model!r})"

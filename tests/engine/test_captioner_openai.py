@@ -207,3 +207,10 @@ def test_cli_prompt_auto_prints_the_prompt_it_used(
     assert capsys.readouterr().err == (
         "outpaint: error: --prompt auto needs a captioner: set OUTPAINT_CAPTIONER or --captioner\n"
     )
+
+
+def test_credentials_in_the_url_stay_out_of_log_lines() -> None:
+    captioner = OpenAICaptioner("https://user:hunter2@llm.example/v1/?key=hunter3", "m")
+    assert str(captioner.endpoint) == "https://user:hunter2@llm.example/v1/chat/completions?key=hunter3"
+    assert captioner.where == "https://llm.example/v1/chat/completions"
+    assert "hunter" not in repr(captioner)
