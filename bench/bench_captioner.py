@@ -143,7 +143,9 @@ def measure(path: Path, device: torch.device, dtype: str, low_vram: bool, args: 
         "first_token_s": round(first_s, 4),
         "caption_s": round(caption_s, 4),
         "caption_runs_s": [round(t, 4) for t in whole],
-        "decode_tokens_per_s": round((counts["new_tokens"] - 1) / max(caption_s - first_s, 1e-9), 1),
+        "decode_tokens_per_s": (  # None when noise hides the decoding (a busy CPU)
+            round((counts["new_tokens"] - 1) / (caption_s - first_s), 1) if caption_s > first_s else None
+        ),
         **counts,
         "parameters_m": round(sum(p.numel() for p in captioner.model.parameters()) / 1e6, 3),
         "weights_gib": _gib(sum(p.numel() * p.element_size() for p in captioner.model.parameters())),

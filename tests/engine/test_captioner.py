@@ -230,6 +230,8 @@ def test_the_local_model_loads_on_first_use_and_answers_deterministically(
     monkeypatch.setattr(captioner.model, "generate", spy)
     assert first == captioner.describe(picture, instruction("down"))  # greedy decoding
     assert "beyond its bottom edge" in prompts[0]  # the question reached the model
+    captioner.timeout_s = 1e-9  # generation stops after its first token once the time is up
+    assert len(captioner.describe(picture, instruction("down"))) < len(first)
     caption = engine.caption(_photo(), "down")  # random weights: a line of words or a reason, never both
     assert bool(caption.text) != bool(caption.reason)
     assert caption.text == clean_caption(first)
