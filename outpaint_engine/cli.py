@@ -14,6 +14,7 @@ import random
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from outpaint_engine.runner import Outpainter
 
 PROG = "outpaint"
+AUTO_PROMPT = "auto"
 
 
 class CliError(Exception):
@@ -49,7 +51,12 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
     p.add_argument("-d", "--direction", choices=[d.value for d in Direction], default="right")
     p.add_argument("-t", "--times", type=int, default=1, help="number of expansions (default: 1)")
     p.add_argument("--expand", type=int, default=256, help="pixels added per expansion (default: 256)")
-    p.add_argument("-p", "--prompt", default="", help="what the new area shows (default: none)")
+    p.add_argument(
+        "-p",
+        "--prompt",
+        default="",
+        help="what the new area shows (default: none; 'auto': the captioner writes it, printed)",
+    )
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--seed", type=int, help="random seed (default: random, printed)")
     p.add_argument("--steps", type=int, default=settings.steps, help="denoising steps per window")
@@ -69,7 +76,8 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
         "--captioner",
         default=settings.captioner,
         metavar="MODEL",
-        help="a local vision-language model that writes the prompt when --prompt is empty",
+        help="what writes the prompt when --prompt is empty or 'auto': a local vision-language model "
+        "(hub id or folder) or 'openai' (the server of OUTPAINT_CAPTIONER_URL, see docs/captioner.md)",
     )
     p.add_argument("--device", default=settings.device, help="auto, cuda, cuda:N, mps or cpu")
     p.add_argument("--dtype", choices=["auto", "fp16", "bf16", "fp32"], default=settings.dtype)
@@ -149,11 +157,14 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     output = args.output or Path(f"{args.input.stem}-outpaint.png")
     _check_output(output)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
+    auto_prompt = args.prompt.strip().lower() == AUTO_PROMPT
+    if auto_prompt and not args.captioner.strip():
+        raise CliError("--prompt auto needs a captioner: set OUTPAINT_CAPTIONER or --captioner")
     spec = JobSpec(
         direction=Direction(args.direction),
         times=args.times,
         expand_px=args.expand,
-        prompt=args.prompt,
+        prompt="" if auto_prompt else args.prompt,
         negative_prompt=args.negative_prompt,
         seed=seed,
         steps=args.steps,
@@ -189,6 +200,8 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
         raise CliError(str(exc)) from exc
     if args.seed is None:
         print(f"{PROG}: seed {seed}", file=sys.stderr)
+    if not spec.prompt and engine.captioner is not None:  # captioned here, once, and shown
+        spec = replace(spec, prompt=_auto_prompt(engine, source, spec))
     canvas = source
     digits = max(2, len(str(plan.total_steps)))  # file names sort in step order
     for result in _with_progress(engine, source, spec, plan, terminal):
@@ -198,6 +211,16 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     _save(canvas, output)
     print(f"{PROG}: wrote {output} ({canvas.shape[1]}×{canvas.shape[0]})", file=sys.stderr)
     return 0
+
+
+def _auto_prompt(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> str:
+    """The captioner's prompt for the job, printed (or why there is none)."""
+    caption = engine.caption(source, spec.direction)
+    if caption.text:
+        print(f"{PROG}: prompt (auto): {caption.text}", file=sys.stderr)
+    else:
+        print(f"{PROG}: no auto prompt: {caption.reason}", file=sys.stderr)
+    return caption.text
 
 
 def _with_progress(
@@ -213,7 +236,7 @@ def _with_progress(
             bar.set_description(f"expansion {p.step + 1}/{p.total_steps}")
             bar.update(1)
 
-        yield from engine.run(source, spec, progress=progress)
+        yield from engine.run(source, spec, progress=progress, auto_prompt=False)
 
 
 def _quiet_libraries(terminal: bool) -> None:

@@ -24,7 +24,9 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLImg2ImgPipel
 
 from outpaint_engine import fast_unet
 from outpaint_engine.batching import UNetBatcher
-from outpaint_engine.captioner import VisionLanguageCaptioner
+from outpaint_engine.captioner import Captioner
+from outpaint_engine.captioner.local import LocalCaptioner, load_vision_language_model
+from outpaint_engine.captioner.remote import OpenAICaptioner
 from outpaint_engine.differential import Conditioning, check_scheduler
 from outpaint_engine.settings import EngineSettings
 
@@ -345,20 +347,62 @@ def load_models(settings: EngineSettings, *, single_file_config: str | None = No
     return models
 
 
-def load_captioner(settings: EngineSettings) -> VisionLanguageCaptioner | None:
-    """The optional prompt-writing VLM named by ``settings.captioner`` (None when empty)."""
+def load_captioner(settings: EngineSettings) -> Captioner | None:
+    """The optional prompt writer named by ``settings.captioner`` (None when empty).
+
+    ``openai``: the OpenAI-compatible server at ``captioner_url`` (nothing is contacted here).
+    Anything else: a local vision-language model (hub id or folder), loaded on its first caption.
+    Raises :class:`ModelLoadError` for a setting that cannot work (a missing folder, no URL).
+    """
     source = settings.captioner.strip()
     if not source:
         return None
+    if source.lower() == "openai":
+        return _openai_captioner(settings)
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     local = Path(source).expanduser().is_dir()
     if _looks_like_path(source) and not local:
         raise ModelLoadError(f"captioner not found: {source!r} is not a folder")
     offload = settings.low_vram and device.type == "cuda"
-    try:
-        return VisionLanguageCaptioner.load(source, device, dtype, offload=offload)
-    except Exception as exc:  # see _load_pipeline
+
+    def load() -> tuple[torch.nn.Module, object]:
+        try:
+            return load_vision_language_model(source, device, dtype, offload=offload)
+        except Exception as exc:  # see _load_pipeline
+            reason = _reason(exc, uses_hub=not local)
+            raise ModelLoadError(f"could not load captioner {source!r}: {reason}") from exc
+
+    log.info("captioner: %s, loaded on its first caption", source)
+    return LocalCaptioner(
+        load,
+        device,
+        name=source,
+        offload=offload,
+        max_new_tokens=settings.captioner_max_tokens,
+        timeout_s=settings.captioner_timeout_s,
+    )
+
+
+def _openai_captioner(settings: EngineSettings) -> OpenAICaptioner:
+    url, model = settings.captioner_url.strip(), settings.captioner_model.strip()
+    if not url.startswith(("http://", "https://")):
         raise ModelLoadError(
-            f"could not load captioner {source!r}: {_reason(exc, uses_hub=not local)}"
-        ) from exc
+            "OUTPAINT_CAPTIONER=openai needs OUTPAINT_CAPTIONER_URL, the server's http(s):// API base "
+            "(e.g. http://localhost:8000/v1)"
+        )
+    if not model:
+        raise ModelLoadError(
+            "OUTPAINT_CAPTIONER=openai needs OUTPAINT_CAPTIONER_MODEL, a model the server has"
+        )
+    captioner = OpenAICaptioner(
+        url,
+        model,
+        api_key=settings.captioner_api_key,
+        timeout_s=settings.captioner_timeout_s,
+        retries=settings.captioner_retries,
+        backoff_s=settings.captioner_backoff_s,
+        max_tokens=settings.captioner_max_tokens,
+    )
+    log.info("captioner: %s at %s", model, captioner.where)
+    return captioner

@@ -20,7 +20,7 @@ import torch
 
 from outpaint_engine import canvas, device_canvas
 from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
-from outpaint_engine.captioner import Captioner
+from outpaint_engine.captioner import Caption, Captioner, write_caption
 from outpaint_engine.differential import (
     DenoiseStep,
     StepCallback,
@@ -58,7 +58,7 @@ class Outpainter:
         self.models = models
         self.settings = settings or EngineSettings()
         self.captioner = captioner  # writes the prompt of jobs that have none
-        self._caption_lock = threading.Lock()
+        self._caption_lock = threading.Lock()  # one caption at a time, whatever runs concurrently
 
     @property
     def concurrency(self) -> int:
@@ -149,10 +149,12 @@ class Outpainter:
         resume: Checkpoint | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        auto_prompt: bool = True,
     ) -> Iterator[StepResult]:
         """Yield the canvas after each expansion step, starting after ``resume`` if given.
 
-        ``source`` is the H×W×3 uint8 RGB input. Raises
+        ``source`` is the H×W×3 uint8 RGB input. A job without a prompt is captioned first
+        (:meth:`caption`) unless ``auto_prompt`` is False (a caller that captioned it itself). Raises
         :class:`outpaint_engine.job.JobCancelledError` within one denoising step of ``cancel``
         being set, :class:`outpaint_engine.plan.PlanError` for a request it cannot plan and
         ``ValueError`` for a checkpoint that does not fit the plan.
@@ -172,7 +174,9 @@ class Outpainter:
         if done == plan.total_steps:
             return
         self.models.set_ip_adapter_scale(spec.ip_adapter_scale)
-        prompt = spec.prompt or self._caption(source)
+        prompt = spec.prompt
+        if not prompt and auto_prompt:
+            prompt = self.caption(source, spec.direction).text
         text = self._encode_text(prompt, spec.negative_prompt, spec.guidance > 1)
         for step in plan.steps[done:]:
             image = self._expand(image, step, plan, spec, text, progress, cancel)
@@ -180,16 +184,17 @@ class Outpainter:
 
     # Inference mode is entered per call, never across a ``yield`` (it would leak into the caller).
 
-    def _caption(self, source: np.ndarray) -> str:
-        """The captioner's description of the source (the same on a resume), or ""."""
+    def caption(self, source: np.ndarray, direction: str | None) -> Caption:
+        """The captioner's prompt for ``source`` growing towards ``direction`` (None: all sides).
+
+        Never raises for the captioner's sake: with none configured, or one that fails, is slow or
+        answers nonsense, the text is "" and ``reason`` says why ("the captioner timed out").
+        Thread-safe: concurrent jobs take turns.
+        """
         if self.captioner is None:
-            return ""
-        try:
-            with self._caption_lock:  # one model, several jobs
-                return self.captioner.caption(source)
-        except Exception:  # a prompt is a nicety: go on without one
-            log.warning("the captioner failed; going on without a prompt", exc_info=True)
-            return ""
+            return Caption("", "no captioner is configured")
+        with self._caption_lock:
+            return write_caption(self.captioner, source, direction)
 
     @torch.inference_mode()
     def _encode_text(self, prompt: str, negative: str, guidance: bool) -> tuple[torch.Tensor, torch.Tensor]:

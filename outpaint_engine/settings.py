@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _CONFIG = SettingsConfigDict(env_prefix="OUTPAINT_", env_file=".env", extra="ignore", env_ignore_empty=True)
@@ -75,7 +75,27 @@ class EngineSettings(BaseSettings):
     steps: int = 25
     guidance: float = 4.0
     ip_scale: float = 0.1
-    captioner: str = Field("", description="A local vision-language model that writes prompts; empty = off.")
+    captioner: str = Field(
+        "",
+        description="What writes the prompt of a job without one (docs/captioner.md): empty = off; "
+        "'openai' = an OpenAI-compatible chat-completions server (OUTPAINT_CAPTIONER_URL, _MODEL, "
+        "_API_KEY); anything else = a local vision-language model (hub id or folder).",
+    )
+    captioner_url: str = Field(
+        "",
+        description="The server's API base, e.g. http://localhost:8000/v1 (vLLM) or "
+        "http://localhost:11434/v1 (Ollama).",
+    )
+    captioner_model: str = Field("", description="The model name the server knows.")
+    captioner_api_key: SecretStr | None = Field(None, description="Bearer token, if the server wants one.")
+    captioner_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for a prompt, all tries together (a local model stops then)."
+    )
+    captioner_retries: int = Field(2, ge=0, le=10, description="Retries after a 429, a 5xx or no connection.")
+    captioner_backoff_s: float = Field(
+        1.0, ge=0, description="Wait before the first retry, doubled for each next one (Retry-After wins)."
+    )
+    captioner_max_tokens: int = Field(60, ge=8, le=512, description="Longest answer, in tokens.")
 
 
 class QueueSettings(BaseSettings):

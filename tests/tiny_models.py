@@ -4,7 +4,8 @@ The engine tests load these back through the real loaders (``from_pretrained``,
 ``load_ip_adapter(..., local_files_only=True)``), so the whole loading path runs offline with
 models small enough for a CPU: a UNet of widths (32, 64), a VAE with the real 8× latent scale, two
 32-wide CLIP text encoders and a 32-wide CLIP vision encoder at the real 224-px input size; and a
-tiny LLaVA for the optional captioner.
+tiny LLaVA for the optional captioner, and a random Idefics3 (SmolVLM) at a tiny size or at
+SmolVLM-256M's shapes (:func:`save_smolvlm`).
 
 Sizes that must agree (see DESIGN.md, appendix):
 
@@ -36,6 +37,11 @@ from transformers import (
     CLIPTokenizer,
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessor,
+    Idefics3Processor,
+    Idefics3VisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -325,16 +331,22 @@ _CHAT_TEMPLATE = (
 )
 
 
-def save_captioner(directory: Path, seed: int = 0) -> Path:
-    """Write a tiny random LLaVA (CLIP vision + Llama) with its processor and chat template."""
-    torch.manual_seed(seed)
+def _byte_level_tokenizer(*special: str) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (no merges) with ``<s>``, ``</s>``, ``<pad>`` and ``special`` tokens."""
     byte_level = Tokenizer(BPE(vocab={c: i for i, c in enumerate(_byte_alphabet())}, merges=[]))
     byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     byte_level.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=byte_level, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special)})
+    return tokenizer
+
+
+def save_captioner(directory: Path, seed: int = 0) -> Path:
+    """Write a tiny random LLaVA (CLIP vision + Llama) with its processor and chat template."""
+    torch.manual_seed(seed)
+    tokenizer = _byte_level_tokenizer("<image>")
     side, patch = 28, 14
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(
@@ -371,6 +383,95 @@ def save_captioner(directory: Path, seed: int = 0) -> Path:
         vision_feature_select_strategy="default",
     )
     LlavaForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+@dataclass(frozen=True)
+class VLMSizes:
+    """The shapes of an Idefics3 (SmolVLM) captioner: :data:`TINY_VLM` for tests, :data:`SMOLVLM_256M`
+    for GPU benchmarks. The processor scales a picture's long side to ``longest_edge``, cuts it into
+    ``vision["image_size"]`` tiles and adds one global tile; each tile is (side ÷ patch)² ÷ scale²
+    image tokens."""
+
+    text: dict[str, Any]  # LlamaConfig fields
+    vision: dict[str, Any]  # Idefics3VisionConfig fields
+    scale_factor: int
+    longest_edge: int
+    vocab_size: int = 0  # embedding rows; 0 = the (byte-level) test tokenizer's size
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return (self.vision["image_size"] // self.vision["patch_size"]) ** 2 // self.scale_factor**2
+
+
+TINY_VLM = VLMSizes(
+    text={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+          "num_key_value_heads": 2},
+    vision={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": 32, "patch_size": 8},
+    scale_factor=2,
+    longest_edge=64,
+)  # fmt: skip
+SMOLVLM_256M = VLMSizes(  # HuggingFaceTB/SmolVLM-256M-Instruct: SmolLM2-135M + SigLIP base patch16/512
+    text={"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+          "num_key_value_heads": 3, "head_dim": 64, "max_position_embeddings": 8192, "rope_theta": 100000.0,
+          "rms_norm_eps": 1e-5, "tie_word_embeddings": True},
+    vision={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "image_size": 512, "patch_size": 16},
+    scale_factor=4,
+    longest_edge=2048,
+    vocab_size=49280,
+)  # fmt: skip
+
+_IDEFICS3_TEMPLATE = (
+    "<|im_start|>{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def save_smolvlm(
+    directory: Path, seed: int = 0, sizes: VLMSizes = TINY_VLM, dtype: torch.dtype | None = None
+) -> Path:
+    """Write a random Idefics3 model (SmolVLM's architecture) with its processor and chat template.
+
+    Loads back with ``AutoModelForImageTextToText`` / ``AutoProcessor``. Random weights rarely say
+    anything sensible, and rarely stop early: a caption runs to its token limit (the worst case).
+    """
+    torch.manual_seed(seed)
+    tiles = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    tokenizer = _byte_level_tokenizer(
+        "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>", "<global-img>", *tiles
+    )
+    side = sizes.vision["image_size"]
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessor(
+            size={"longest_edge": sizes.longest_edge}, max_image_size={"longest_edge": side}
+        ),
+        tokenizer=tokenizer,
+        image_seq_len=sizes.tokens_per_tile,
+        chat_template=_IDEFICS3_TEMPLATE,
+    )
+    named = {"bos": "<s>", "eos": "<end_of_utterance>", "pad": "<pad>", "image": "<image>"}
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in named.items()}
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(**sizes.vision),
+        text_config=LlamaConfig(
+            vocab_size=max(sizes.vocab_size, len(tokenizer)),
+            bos_token_id=ids["bos"],
+            eos_token_id=ids["eos"],
+            pad_token_id=ids["pad"],
+            **sizes.text,
+        ),
+        scale_factor=sizes.scale_factor,
+        image_token_id=ids["image"],
+        pad_token_id=ids["pad"],
+    )
+    model = Idefics3ForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["eos"]
+    model.generation_config.pad_token_id = ids["pad"]
+    model.to(dtype).save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
 

@@ -217,11 +217,11 @@ def test_load_warms_up_a_compiled_engine(
 def test_warm_up_runs_the_unet_at_the_window_size_without_captioning(
     tiny_engine: Outpainter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    captioned: list[np.ndarray] = []
+    captioned: list[object] = []
 
     class Captioner:
-        def caption(self, image: np.ndarray) -> str:
-            captioned.append(image)
+        def describe(self, picture: object, question: str) -> str:
+            captioned.append(picture)
             return "a ramp"
 
     monkeypatch.setattr(tiny_engine, "captioner", Captioner())
