@@ -281,9 +281,19 @@ def test_candidates_equal_runs_of_their_own_seeds(tiny_engine: Outpainter) -> No
     assert len(result.candidates) == 2 and result.candidates[0] is result.canvas
     for k, candidate in enumerate(result.candidates):
         (alone,) = _run(tiny_engine, source, replace(spec, candidates=1, seed=candidate_seed(spec.seed, k)))
-        assert alone.candidates == (alone.canvas,)
+        assert len(alone.candidates) == 1 and alone.candidates[0] is alone.canvas
         moved = np.abs(candidate.astype(np.int16) - alone.canvas.astype(np.int16))
         assert moved.max() <= 1 and np.count_nonzero(moved) <= candidate.size // 1000  # batch rounding
     a, b = result.candidates
     assert not np.array_equal(a, b)
     np.testing.assert_array_equal(a[-32:], b[-32:])  # below the windows both keep the canvas
+
+
+def test_candidate_seeds_start_with_the_jobs_own_and_are_stable() -> None:
+    seeds = [candidate_seed(7, k) for k in range(4)]
+    assert seeds[0] == 7 and len(set(seeds)) == 4
+    assert seeds == [candidate_seed(7, k) for k in range(4)]
+    assert candidate_seed(8, 1) != seeds[1]
+    assert all(0 <= s < 2**63 for s in seeds)
+    with pytest.raises(ValueError, match="candidates"):
+        StepResult(0, 1, np.zeros((2, 2, 3), np.uint8), (np.ones((2, 2, 3), np.uint8),))
