@@ -25,6 +25,8 @@ and every canvas is checked (planned sizes, real pixels, the source bit-exact ou
 Run from the repository root on a CUDA machine (see bench/README.md):
 ``python -m bench.bench_engine --paths "seed-eager fp16" regional default --json results.json``.
 ``--tiny --device cpu`` runs the same code on the tiny test models (a check of the script).
+``--candidates 4`` also times one expansion as 4 candidates against one, on every path but the
+seed's (issue 11's target: under 2.5×).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def build_models(root: Path, device: torch.device, tiny: bool) -> tuple[Path, Pa
 
 
 def seed_window_inputs(
-    grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec
+    grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec, direction: Direction
 ) -> canvas.WindowInputs:
     """The seed's per-generation CPU work: a 2-D blur and Telea over the whole window (in BGR)."""
     ys, xs = canvas.window_slices(window, grown.shape)
@@ -84,7 +86,7 @@ def seed_window_inputs(
     hole = (~window_known).view(np.uint8) * np.uint8(255)
     bgr = cv2.cvtColor(grown[ys, xs], cv2.COLOR_RGB2BGR)
     filled = cv2.cvtColor(cv2.inpaint(bgr, hole, canvas.TELEA_RADIUS, cv2.INPAINT_TELEA), cv2.COLOR_BGR2RGB)
-    crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
+    crops = canvas.ip_crops(canvas.newest_known(grown, known, window, direction))
     return canvas.WindowInputs(filled, cmap, canvas.keep_weight(cmap, window_known), crops)
 
 
@@ -92,9 +94,10 @@ class SeedOutpainter(Outpainter):
     """The seed's per-window work around the same models and loop: CPU map, fill and merge, the
     "no image" branch re-encoded each time, the plain UNet (no batcher, no graphs)."""
 
-    def _window(self, grown, known, window, spec, text, seed, on_step) -> None:  # type: ignore[override]
+    def _window(self, canvases, known, window, direction, spec, text, seeds, on_step):  # type: ignore[override]
+        (grown,), (seed,) = canvases, seeds  # one candidate: the seed makes one at a time
         m = self.models
-        inputs = seed_window_inputs(grown, known, window, spec)
+        inputs = seed_window_inputs(grown, known, window, spec, direction)
         m._uncond_image = None
         image_embeds = m.encode_crops(inputs.crops, guidance=spec.guidance > 1)
         x0 = m.encode_image(inputs.image)
@@ -111,6 +114,7 @@ class SeedOutpainter(Outpainter):
             on_step=on_step,
         )
         canvas.merge(grown, known, window, m.decode_latents(latents), inputs)
+        return [grown]
 
 
 def derive(base: Outpainter, **changes: Any) -> Outpainter:
@@ -212,6 +216,20 @@ def run_job(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> tuple[list
         canvases.append(result.canvas)
         start = now
     return times, canvases
+
+
+def time_candidates(
+    engine: Outpainter, source: np.ndarray, spec: JobSpec, count: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds of one expansion generated once and as ``count`` candidates (interleaved)."""
+    jobs = {1: replace(spec, times=1, candidates=1), count: replace(spec, times=1, candidates=count)}
+    run_job(engine, source, jobs[count])  # a compiled UNet meets the larger batch here first
+    seconds: dict[int, list[float]] = {n: [] for n in jobs}
+    for _ in range(repeats):
+        for n, job in jobs.items():
+            seconds[n] += run_job(engine, source, job)[0]
+    one, many = (statistics.median(seconds[n]) for n in jobs)
+    return {"one_s": one, f"{count}_s": many, "ratio": many / one}
 
 
 def gpu_idle_per_expansion(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> dict[str, float] | None:
@@ -392,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", nargs="*", default=None, help="paths whose GPU idle time the profiler "
                         "measures on one expansion (default: the last path)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten as they come)")
+    parser.add_argument("--candidates", type=int, default=0, help="also time N candidates against one")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -440,6 +459,13 @@ def main(argv: list[str] | None = None) -> int:
         results[name]["median_s"] = medians[name]
         results[name]["ratio"] = baseline / medians[name]
     save()
+    if args.candidates > 1:
+        for name, engine in engines.items():
+            if name != "seed-eager fp16":  # the seed makes one candidate at a time
+                timing = time_candidates(engine, source, spec, args.candidates, args.repeats)
+                results[name]["candidates"] = timing
+                print(f"{name}: {args.candidates} candidates cost {timing['ratio']:.2f}× one", flush=True)
+                save()
     if not args.no_profile:
         for name, engine in engines.items():
             timers = Timers(device)

@@ -101,7 +101,7 @@ def run_method(window: int = 1024, times: int = 2) -> Method:
         grown, known = canvas.grow(current, step)
         merged, merged_known = grown.copy(), known.copy()
         for k, win in enumerate(step.windows):
-            inputs = canvas.window_inputs(merged, merged_known, win, spec)
+            inputs = canvas.window_inputs(merged, merged_known, win, spec, step.direction)
             generated = stand_in_for_the_model(inputs, seed=100 * step.index + k)
             before = merged.copy(), merged_known.copy()
             canvas.merge(merged, merged_known, win, generated, inputs)

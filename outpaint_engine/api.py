@@ -3,7 +3,10 @@
 The real engine (:class:`outpaint_engine.runner.Outpainter`) and the test doubles implement it.
 A job's result depends only on (source, spec): step ``i`` draws its noise from a generator seeded
 by :func:`step_seed`, so a job resumed from a checkpoint gives the same pixels as an uninterrupted
-run.
+run. A job with ``candidates`` > 1 generates its last step that many times in one batch:
+candidate ``k`` is that step as the job with seed :func:`candidate_seed` ``(seed, k)`` generates
+it from the same canvas (candidate 0 is the job's own seed; a larger batch may round the last
+float bits differently).
 """
 
 from __future__ import annotations
@@ -32,9 +35,23 @@ class StepProgress:
 
 @dataclass(frozen=True)
 class StepResult:
+    """A finished expansion step.
+
+    ``candidates`` holds every canvas the step was generated as, ``canvas`` first: one for most
+    steps, ``spec.candidates`` for a job's last step. Each is a whole canvas of the same size; any
+    of them can be continued as a new job's source (``continue_canvas``).
+    """
+
     step: int  # 0-based index of the finished expansion step
     total_steps: int
-    canvas: np.ndarray  # H×W×3 RGB uint8, the whole canvas after this step
+    canvas: np.ndarray  # H×W×3 RGB uint8, the whole canvas after this step (candidate 0)
+    candidates: tuple[np.ndarray, ...] = ()  # left empty: just ``(canvas,)``
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            object.__setattr__(self, "candidates", (self.canvas,))
+        elif self.candidates[0] is not self.canvas:
+            raise ValueError("candidates[0] must be the canvas")
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,20 @@ class Engine(Protocol):
         ...
 
 
+def _derived(text: str) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def step_seed(seed: int, step: int, window: int = 0) -> int:
     """The noise seed of one window of one step: stable across processes and resumes."""
-    digest = hashlib.blake2b(f"{seed}:{step}:{window}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+    return _derived(f"{seed}:{step}:{window}")
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The job seed whose steps candidate ``candidate`` of a job with ``seed`` is generated with.
+
+    Candidate 0 is the job itself; window ``w`` of step ``i`` of candidate ``k`` draws its noise from
+    ``step_seed(candidate_seed(seed, k), i, w)``.
+    """
+    return seed if candidate == 0 else _derived(f"{seed}:candidate:{candidate}")

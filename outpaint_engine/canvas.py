@@ -8,7 +8,7 @@ A step, for the runner::
 
     grown, known = grow(canvas, step)
     for window in step.windows:          # later windows see earlier windows' pixels as known
-        inputs = window_inputs(grown, known, window, spec)
+        inputs = window_inputs(grown, known, window, spec, step.direction)
         generated = diffuse(inputs)      # window × window × 3 uint8 RGB
         merge(grown, known, window, generated, inputs)
     canvas = grown
@@ -55,7 +55,7 @@ def _check_image(image: np.ndarray, name: str = "image") -> None:
 
 
 def prepare(image: np.ndarray, spec: JobSpec) -> np.ndarray:
-    """Resize a source so its cross axis equals the window (see :func:`plan.prepared_size`).
+    """Resize a source as its plan starts (see :func:`plan.prepared_size`).
 
     Returns ``image`` itself when the size does not change.
     """
@@ -283,8 +283,11 @@ def newest_known(grown: np.ndarray, known: np.ndarray, window: Window, direction
     return grown[max(0, start) : min(h, start + window.size), xs]
 
 
-def window_inputs(grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec) -> WindowInputs:
-    """Build the inputs of one generation over ``window`` of the grown canvas."""
+def window_inputs(
+    grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec, direction: Direction
+) -> WindowInputs:
+    """Build the inputs of one generation over ``window`` of the canvas grown towards ``direction``
+    (the step's direction: a zoom or aspect job grows a different side at each step)."""
     _check_image(grown, "grown")
     if known.shape != grown.shape[:2]:
         raise ValueError(f"known is {known.shape}, the canvas {grown.shape[:2]}")
@@ -295,7 +298,7 @@ def window_inputs(grown: np.ndarray, known: np.ndarray, window: Window, spec: Jo
         image=prefill(grown[ys, xs], window_known),
         change_map=cmap,
         keep_weight=keep_weight(cmap, window_known),
-        crops=ip_crops(newest_known(grown, known, window, spec.direction)),
+        crops=ip_crops(newest_known(grown, known, window, direction)),
     )
 
 

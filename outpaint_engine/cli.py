@@ -1,6 +1,8 @@
 """``outpaint``: extend an image from the command line.
 
     outpaint photo.jpg --direction right --times 3 -o wide.png
+    outpaint photo.jpg --direction all --zoom 1.5          # every side, around the photo
+    outpaint photo.jpg --aspect 16:9 --candidates 4        # a grid and four files to pick from
 
 Errors are one line (``outpaint: error: <reason>``) with a non-zero exit status; a progress bar is
 shown on a terminal only. ``outpaint queue ...`` runs the queue administration commands.
@@ -23,7 +25,7 @@ from pydantic import ValidationError
 
 from outpaint_engine.api import StepProgress, StepResult
 from outpaint_engine.job import Direction, JobSpec
-from outpaint_engine.plan import Plan, PlanError, plan_job
+from outpaint_engine.plan import ASPECT_PRESETS, MAX_CANDIDATES, ZOOM_RANGE, Plan, PlanError, plan_job
 from outpaint_engine.settings import EngineSettings, describe_setting_error
 
 if TYPE_CHECKING:
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 
 PROG = "outpaint"
 AUTO_PROMPT = "auto"
+ALL = "all"
+DEFAULT_ZOOM = 1.5
+DEFAULT_TIMES = 1
+DEFAULT_EXPAND = 256
 
 
 class CliError(Exception):
@@ -48,9 +54,41 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", type=Path, help="where to write the result (default: INPUT-outpaint.png)"
     )
-    p.add_argument("-d", "--direction", choices=[d.value for d in Direction], default="right")
-    p.add_argument("-t", "--times", type=int, default=1, help="number of expansions (default: 1)")
-    p.add_argument("--expand", type=int, default=256, help="pixels added per expansion (default: 256)")
+    low, high = ZOOM_RANGE
+    p.add_argument(
+        "-d",
+        "--direction",
+        choices=[*(d.value for d in Direction), ALL],
+        help=f"the side to grow (default: right); {ALL}: every side (a zoom out, see --zoom)",
+    )
+    p.add_argument(
+        "-t", "--times", type=int, help=f"expansions towards --direction (default: {DEFAULT_TIMES})"
+    )
+    p.add_argument(
+        "--expand",
+        type=int,
+        help=f"pixels added per expansion towards --direction (default: {DEFAULT_EXPAND})",
+    )
+    p.add_argument(
+        "--zoom",
+        type=float,
+        metavar="Z",
+        help=f"grow every side so the canvas becomes Z times wider and taller around the image "
+        f"({low:g} to {high:g}; default {DEFAULT_ZOOM:g} with --direction {ALL})",
+    )
+    p.add_argument(
+        "--aspect",
+        metavar="W:H",
+        help=f"grow two opposite sides evenly to this aspect ratio ({', '.join(ASPECT_PRESETS)} or any W:H)",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"generate the last expansion N times with different noise (1 to {MAX_CANDIDATES}): OUTPUT "
+        "gets a numbered grid of them and OUTPUT-1, OUTPUT-2... each candidate",
+    )
     p.add_argument(
         "-p",
         "--prompt",
@@ -94,7 +132,8 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
         "--save-steps",
         type=Path,
         metavar="DIR",
-        help="also write the canvas after every expansion, as DIR/step-01.png, step-02.png...",
+        help="also write the canvas after every expansion, as DIR/step-01.png, step-02.png... "
+        "(of the last, the first candidate)",
     )
     p.add_argument(
         "--continue",
@@ -103,6 +142,35 @@ def _parser(settings: EngineSettings) -> argparse.ArgumentParser:
         help="INPUT is an earlier result: keep its pixels instead of resizing it",
     )
     return p
+
+
+def _growth(args: argparse.Namespace) -> dict[str, object]:
+    """The JobSpec fields that say how the canvas grows, from options that must agree."""
+    zooming = args.zoom is not None or args.direction == ALL
+    if zooming and args.aspect is not None:
+        raise CliError("choose --zoom (--direction all) or --aspect, not both")
+    if zooming and args.direction not in (None, ALL):
+        raise CliError(f"--zoom grows every side: use it alone or with --direction {ALL}")
+    if args.aspect is not None and args.direction is not None:
+        raise CliError("--aspect chooses the sides to grow: leave out --direction")
+    if (zooming or args.aspect is not None) and (args.times is not None or args.expand is not None):
+        raise CliError("--times and --expand go with one --direction; --zoom and --aspect plan their own")
+    if zooming:
+        return {"direction": Direction.RIGHT, "zoom": DEFAULT_ZOOM if args.zoom is None else args.zoom}
+    if args.aspect is not None:
+        return {"direction": Direction.RIGHT, "aspect": args.aspect}
+    return {
+        "direction": Direction(args.direction or Direction.RIGHT),
+        "times": DEFAULT_TIMES if args.times is None else args.times,
+        "expand_px": DEFAULT_EXPAND if args.expand is None else args.expand,
+    }
+
+
+def _candidate_paths(output: Path, count: int) -> list[Path]:
+    """Where each candidate goes (``out.png`` → ``out-1.png``, ``out-2.png``...); none for one."""
+    if count == 1:
+        return []
+    return [output.with_name(f"{output.stem}-{k}{output.suffix}") for k in range(1, count + 1)]
 
 
 def _check_output(path: Path) -> None:
@@ -161,9 +229,8 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
     if auto_prompt and not args.captioner.strip():
         raise CliError("--prompt auto needs a captioner: set OUTPAINT_CAPTIONER or --captioner")
     spec = JobSpec(
-        direction=Direction(args.direction),
-        times=args.times,
-        expand_px=args.expand,
+        **_growth(args),
+        candidates=args.candidates,
         prompt="" if auto_prompt else args.prompt,
         negative_prompt=args.negative_prompt,
         seed=seed,
@@ -200,22 +267,34 @@ def _run(args: argparse.Namespace, settings: EngineSettings) -> int:
         raise CliError(str(exc)) from exc
     if args.seed is None:
         print(f"{PROG}: seed {seed}", file=sys.stderr)
+    print(f"{PROG}: plan: {plan.describe()} ({'×'.join(map(str, plan.final_size))})", file=sys.stderr)
     if not spec.prompt and engine.captioner is not None:  # captioned here, once, and shown
         spec = replace(spec, prompt=_auto_prompt(engine, source, spec))
-    canvas = source
+    candidates: tuple[np.ndarray, ...] = (source,)
     digits = max(2, len(str(plan.total_steps)))  # file names sort in step order
     for result in _with_progress(engine, source, spec, plan, terminal):
-        canvas = result.canvas
+        candidates = result.candidates
         if args.save_steps:
-            _save(canvas, args.save_steps / f"step-{result.step + 1:0{digits}d}.png")
-    _save(canvas, output)
-    print(f"{PROG}: wrote {output} ({canvas.shape[1]}×{canvas.shape[0]})", file=sys.stderr)
+            _save(result.canvas, args.save_steps / f"step-{result.step + 1:0{digits}d}.png")
+    height, width = candidates[0].shape[:2]
+    paths = _candidate_paths(output, len(candidates))
+    if paths:
+        from outpaint_engine.grid import candidate_grid
+
+        for candidate, path in zip(candidates, paths, strict=True):
+            _save(candidate, path)
+        _save(candidate_grid(candidates), output)
+        names = ", ".join(str(p) for p in paths)
+        print(f"{PROG}: wrote {names} ({width}×{height}) and their grid {output}", file=sys.stderr)
+    else:
+        _save(candidates[0], output)
+        print(f"{PROG}: wrote {output} ({width}×{height})", file=sys.stderr)
     return 0
 
 
 def _auto_prompt(engine: Outpainter, source: np.ndarray, spec: JobSpec) -> str:
     """The captioner's prompt for the job, printed (or why there is none)."""
-    caption = engine.caption(source, spec.direction)
+    caption = engine.caption(source, None if spec.zoom else spec.direction)  # a zoom grows every side
     if caption.text:
         print(f"{PROG}: prompt (auto): {caption.text}", file=sys.stderr)
     else:

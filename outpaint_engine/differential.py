@@ -20,7 +20,7 @@ jobs can replace pieces without a rewrite.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +39,8 @@ class UnsupportedSchedulerError(ValueError):
 class Conditioning:
     """Everything the UNet reads besides the latents and the timestep.
 
-    With classifier-free guidance the batch is 2, negative first; without it the batch is 1.
+    With classifier-free guidance the batch is 2, negative first; without it the batch is 1. For a
+    batch of N candidates it is N times that, branch by branch (:func:`stack_candidates`).
     """
 
     prompt_embeds: torch.Tensor  # (B, 77, cross-attention width)
@@ -125,6 +126,12 @@ def keep_masks(change_map: torch.Tensor, steps: int) -> torch.Tensor:
     return (change_map.float().reshape(1, 1, *change_map.shape[-2:]) > thresholds.view(-1, 1, 1, 1)).float()
 
 
+def stack_candidates(per_candidate: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Conditioning tensors of several candidates (each with its branches: negative, prompt) as one
+    batch in the order :func:`denoise` splits it: every candidate's negative, then every prompt."""
+    return torch.stack(list(per_candidate), dim=1).flatten(0, 1)
+
+
 def denoise(
     unet: Callable[..., tuple[torch.Tensor, ...]],
     scheduler: DPMSolverMultistepScheduler,
@@ -134,19 +141,26 @@ def denoise(
     *,
     steps: int,
     guidance: float,
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Run differential diffusion on one window's latents; return the final latents (float32).
 
-    ``x0``: the original's scaled latents (1, 4, h, w). ``change_map``: (h, w) or (1, 1, h, w) in
-    [0, 1] at latent resolution. ``guidance`` > 1 turns on classifier-free guidance (``cond``
-    must then hold a batch of 2). ``generator`` draws the one noise tensor (on its own device, so
-    a CPU generator gives the same noise on every device). ``on_step`` may raise to stop the loop.
+    ``x0``: the original's scaled latents (1, 4, h, w), or (N, 4, h, w) for N candidates denoised
+    together. ``change_map``: (h, w) or (1, 1, h, w) in [0, 1] at latent resolution, shared by the
+    candidates. ``guidance`` > 1 turns on classifier-free guidance (``cond`` must then hold a batch
+    of 2 per candidate). ``generator`` (one per candidate) draws each candidate's one noise tensor
+    (on its own device, so a CPU generator gives the same noise on every device); every operation
+    but the UNet's is elementwise, so candidate k equals a run of its own with generator k (up to
+    the UNet's rounding of a larger batch). ``on_step`` may raise to stop the loop.
     """
     check_scheduler(scheduler)
     cfg = guidance > 1
-    if cond.batch != (2 if cfg else 1):
+    branches = 2 if cfg else 1
+    generators = [generator] if isinstance(generator, torch.Generator) else list(generator)
+    if x0.shape[0] != len(generators):
+        raise ValueError(f"{x0.shape[0]} latents but {len(generators)} generators")
+    if cond.batch != branches * len(generators):
         raise ValueError(f"conditioning batch {cond.batch} does not match guidance {guidance}")
     device = x0.device
     x0 = x0.float()
@@ -158,9 +172,12 @@ def denoise(
         )
     sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32)
     keep = keep_masks(change_map.to(device), steps)
-    noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=torch.float32).to(
-        device
-    )
+    noise = torch.cat(
+        [
+            torch.randn((1, *x0.shape[1:]), generator=g, device=g.device, dtype=torch.float32)
+            for g in generators
+        ]
+    ).to(device)
     prediction = scheduler.config.prediction_type
     dtype = cond.prompt_embeds.dtype  # the UNet's dtype
     added = {"text_embeds": cond.pooled_embeds, "time_ids": cond.time_ids}
@@ -171,7 +188,7 @@ def denoise(
     for i, t in enumerate(timesteps):
         if i > 0:
             x = noised_original(x0, noise, sigmas[i]) * keep[i] + x * (1 - keep[i])
-        model_input = scheduler.scale_model_input(torch.cat([x] * cond.batch), t)
+        model_input = scheduler.scale_model_input(torch.cat([x] * branches), t)
         output = unet(
             model_input.to(dtype),
             t,
@@ -203,7 +220,8 @@ _LATENT_TO_RGB_BIAS = torch.tensor([0.11, -0.02, 0.00])
 
 
 def latent_preview(latents: torch.Tensor) -> np.ndarray:
-    """A cheap h×w×3 uint8 preview of scaled SDXL latents (1, 4, h, w) — no VAE involved."""
+    """A cheap h×w×3 uint8 preview of scaled SDXL latents (1, 4, h, w; of a batch, the first) — no VAE
+    involved."""
     lat = latents[0].detach().float().cpu().permute(1, 2, 0)
     rgb = lat @ _LATENT_TO_RGB + _LATENT_TO_RGB_BIAS
     return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()

@@ -33,6 +33,14 @@ class Direction(StrEnum):
         return self in (Direction.LEFT, Direction.RIGHT)
 
 
+class Mode(StrEnum):
+    """How a job grows the canvas (:attr:`JobSpec.mode`)."""
+
+    PAN = "pan"  # one side, ``times`` expansions of ``expand_px``
+    ZOOM = "zoom"  # every side, around the original (``JobSpec.zoom``)
+    ASPECT = "aspect"  # two opposite sides, to an aspect ratio (``JobSpec.aspect``)
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -51,6 +59,13 @@ class JobSpec:
 
     ``continue_canvas`` is False for a fresh upload (resized so the cross axis equals ``window``)
     and True for an earlier result being extended (its pixels are kept as they are).
+
+    The growth has three modes (:class:`Mode`). By default a job pans: ``times`` expansions of
+    ``expand_px`` towards ``direction``. ``zoom`` (e.g. 1.5) grows every side so the canvas becomes
+    that many times wider and taller around the original; ``aspect`` (``"16:9"``, any ``"W:H"``)
+    grows two opposite sides evenly to that ratio. Zoom and aspect jobs plan their own expansions
+    (:mod:`outpaint_engine.plan`): ``direction``, ``times`` and ``expand_px`` are not used.
+    ``candidates`` (1–4) generates the job's last expansion that many times, with different noise.
     """
 
     direction: Direction
@@ -64,6 +79,17 @@ class JobSpec:
     window: int = 1024
     ip_adapter_scale: float = 0.1
     continue_canvas: bool = False
+    zoom: float | None = None
+    aspect: str | None = None
+    candidates: int = 1
+
+    @property
+    def mode(self) -> Mode:
+        if self.zoom is not None:
+            return Mode.ZOOM
+        if self.aspect is not None:
+            return Mode.ASPECT
+        return Mode.PAN
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

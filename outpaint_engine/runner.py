@@ -5,7 +5,8 @@ Per window: the canvas geometry (:mod:`outpaint_engine.canvas`) gives the pre-fi
 change map and six crops; the models encode them; the loop of :mod:`outpaint_engine.differential`
 denoises; the result is decoded and merged back. Every window's noise is seeded by
 :func:`outpaint_engine.api.step_seed`, so resuming from a checkpoint gives the same pixels as an
-uninterrupted run.
+uninterrupted run. A step with several candidates denoises them as one batch, each from its own
+seed (:func:`outpaint_engine.api.candidate_seed`), and yields every candidate's canvas.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import numpy as np
 import torch
 
 from outpaint_engine import canvas, device_canvas
-from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.api import (
+    Checkpoint,
+    ProgressCallback,
+    StepProgress,
+    StepResult,
+    candidate_seed,
+    step_seed,
+)
 from outpaint_engine.captioner import Caption, Captioner, write_caption
 from outpaint_engine.differential import (
     DenoiseStep,
@@ -27,6 +35,7 @@ from outpaint_engine.differential import (
     denoise,
     latent_change_map,
     latent_preview,
+    stack_candidates,
 )
 from outpaint_engine.job import CancelToken, Direction, JobSpec
 from outpaint_engine.models import Models, load_captioner, load_models
@@ -176,11 +185,12 @@ class Outpainter:
         self.models.set_ip_adapter_scale(spec.ip_adapter_scale)
         prompt = spec.prompt
         if not prompt and auto_prompt:
-            prompt = self.caption(source, spec.direction).text
+            prompt = self.caption(source, None if spec.zoom else spec.direction).text
         text = self._encode_text(prompt, spec.negative_prompt, spec.guidance > 1)
         for step in plan.steps[done:]:
-            image = self._expand(image, step, plan, spec, text, progress, cancel)
-            yield StepResult(step.index, plan.total_steps, image)
+            canvases = self._expand(image, step, plan, spec, text, progress, cancel)
+            image = canvases[0]
+            yield StepResult(step.index, plan.total_steps, image, tuple(canvases))
 
     # Inference mode is entered per call, never across a ``yield`` (it would leak into the caller).
 
@@ -210,8 +220,11 @@ class Outpainter:
         text: tuple[torch.Tensor, torch.Tensor],
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
-    ) -> np.ndarray:
+    ) -> list[np.ndarray]:
+        """The canvas after ``step``, one per candidate (candidate 0 first)."""
         grown, known = canvas.grow(image, step)
+        canvases = [grown] * step.candidates  # one array until their first window tells them apart
+        seeds = [candidate_seed(spec.seed, k) for k in range(step.candidates)]
         total = len(step.windows) * spec.steps
         for index, window in enumerate(step.windows):
             if cancel:
@@ -226,45 +239,72 @@ class Outpainter:
                 if cancel:
                     cancel.raise_if_cancelled()
 
-            seed = step_seed(spec.seed, step.index, index)
-            self._window(grown, known, window, spec, text, seed, report)
-        return grown
+            window_seeds = [step_seed(seed, step.index, index) for seed in seeds]
+            canvases = self._window(canvases, known, window, step.direction, spec, text, window_seeds, report)
+        return canvases
 
     def _window(
         self,
-        grown: np.ndarray,
+        canvases: list[np.ndarray],
         known: np.ndarray,
         window: Window,
+        direction: Direction,
         spec: JobSpec,
         text: tuple[torch.Tensor, torch.Tensor],
-        seed: int,
+        seeds: list[int],
         on_step: StepCallback,
-    ) -> None:
-        """One window, generated and merged into ``grown`` in place.
+    ) -> list[np.ndarray]:
+        """One window, generated for each candidate canvas (one seed each) and merged into it.
 
-        The GPU work is queued before the CPU's (the Telea fill) so the two overlap, and the map,
-        the decoded window and the merge stay on the device (:mod:`outpaint_engine.device_canvas`).
+        Returns the canvases, merged in place, or copies of them where several candidates still
+        shared one array (which is encoded once). The candidates are denoised as one batch, then
+        decoded and merged one at a time, so the VAE holds one window at a time. The GPU work is
+        queued before the CPU's (the Telea fill) so the two overlap, and the map, the decoded window
+        and the merge stay on the device (:mod:`outpaint_engine.device_canvas`).
         """
         models = self.models
-        ys, xs = canvas.window_slices(window, grown.shape)
-        window_known = known[ys, xs]
-        maps = device_canvas.window_maps(window_known, spec, models.device)
+        ys, xs = canvas.window_slices(window, known.shape)
+        maps = device_canvas.window_maps(known[ys, xs], spec, models.device)
+        encoded: dict[int, tuple[torch.Tensor, list[torch.Tensor] | None]] = {}
+        for grown in canvases:
+            if id(grown) not in encoded:
+                encoded[id(grown)] = self._encode_window(grown, known, window, direction, spec)
+        x0s, embeds = zip(*(encoded[id(grown)] for grown in canvases), strict=True)
+        x0 = torch.cat(x0s)
         image_embeds = None
-        if models.ip_adapter:  # the newest real pixels, never the fill
-            crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
-            image_embeds = models.encode_crops(crops, guidance=spec.guidance > 1)
-        filled = canvas.prefill(grown[ys, xs], window_known, scale=FILL_SCALES[self.settings.fill])
-        x0 = models.encode_image(filled)
+        if embeds[0] is not None:  # per adapter, the candidates' crops side by side
+            image_embeds = [stack_candidates(per_adapter) for per_adapter in zip(*embeds, strict=True)]
+        batch_text = (stack_candidates([text[0]] * len(seeds)), stack_candidates([text[1]] * len(seeds)))
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         with models.batcher.joined():
             latents = denoise(
                 models.batcher,
                 models.new_scheduler(),
                 x0,
                 latent_change_map(maps.change, tuple(x0.shape[-2:])),
-                models.conditioning(text, image_embeds, spec.window),
+                models.conditioning(batch_text, image_embeds, spec.window),
                 steps=spec.steps,
                 guidance=spec.guidance,
-                generator=torch.Generator("cpu").manual_seed(seed),
+                generator=generators[0] if len(generators) == 1 else generators,
                 on_step=on_step,
             )
-        device_canvas.merge(grown, known, window, models.decode_pixels(latents), maps.keep)
+        shared = len(encoded) < len(canvases)
+        merged = []
+        for grown, candidate in zip(canvases, latents.split(1), strict=True):
+            target = grown.copy() if shared else grown
+            device_canvas.merge(target, known, window, models.decode_pixels(candidate), maps.keep)
+            merged.append(target)
+        return merged
+
+    def _encode_window(
+        self, grown: np.ndarray, known: np.ndarray, window: Window, direction: Direction, spec: JobSpec
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """A window's pre-filled latents and IP-Adapter embeddings (None without the adapter)."""
+        models = self.models
+        ys, xs = canvas.window_slices(window, grown.shape)
+        image_embeds = None
+        if models.ip_adapter:  # the newest real pixels, never the fill
+            crops = canvas.ip_crops(canvas.newest_known(grown, known, window, direction))
+            image_embeds = models.encode_crops(crops, guidance=spec.guidance > 1)
+        filled = canvas.prefill(grown[ys, xs], known[ys, xs], scale=FILL_SCALES[self.settings.fill])
+        return models.encode_image(filled), image_embeds

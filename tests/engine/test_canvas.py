@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from outpaint_engine import canvas
@@ -22,7 +22,16 @@ from outpaint_engine.canvas import (
     window_inputs,
 )
 from outpaint_engine.job import Direction, JobSpec
-from outpaint_engine.plan import Plan, PlanStep, Window, plan_job, prepared_size, scaled
+from outpaint_engine.plan import (
+    ASPECT_PRESETS,
+    Plan,
+    PlanError,
+    PlanStep,
+    Window,
+    plan_job,
+    prepared_size,
+    scaled,
+)
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
@@ -249,7 +258,7 @@ def test_square_up_crops_come_from_the_source_not_the_fill():
     source = np.full((128, 40, 3), (10, 200, 30), np.uint8)
     plan = plan_job(40, 128, spec)
     grown, known = grow(source, plan.steps[0])
-    inputs = window_inputs(grown, known, plan.steps[0].windows[0], spec)
+    inputs = window_inputs(grown, known, plan.steps[0].windows[0], spec, plan.steps[0].direction)
     assert all((c == (10, 200, 30)).all() for c in inputs.crops)
     assert inputs.crops[0].shape == (20, 20, 3)  # min(40 // 2, 128 // 3)
 
@@ -259,7 +268,7 @@ def test_later_step_crops_are_the_previous_window():
     old = coordinates(100, 64)
     step = plan_job(64, 100, spec).steps[0]
     grown, known = grow(old, step)
-    inputs = window_inputs(grown, known, step.windows[0], spec)
+    inputs = window_inputs(grown, known, step.windows[0], spec, step.direction)
     # The window covers rows 68..132 of the grown canvas; the previous one covered rows 36..100.
     assert position(inputs.crops[0][0, 0]) == (0, 36)
     for crop, expected in zip(inputs.crops, ip_crops(old[36:100]), strict=True):
@@ -293,12 +302,14 @@ def far_from(mask: np.ndarray, distance: int) -> np.ndarray:
     return ~cv2.dilate(mask.astype(np.uint8), square(distance)).astype(bool)
 
 
-def check_window(grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec, rng) -> None:
+def check_window(
+    grown: np.ndarray, known: np.ndarray, window: Window, spec: JobSpec, direction: Direction, rng
+) -> None:
     """window_inputs + merge over one window, asserting every promised property."""
     ys, xs = slice(window.y, window.y + window.size), slice(window.x, window.x + window.size)
     size = window.size
     before, known_before = grown.copy(), known.copy()
-    inputs = window_inputs(grown, known, window, spec)
+    inputs = window_inputs(grown, known, window, spec, direction)
     hole = ~known_before[ys, xs]
     cmap, keep = inputs.change_map, inputs.keep_weight
 
@@ -326,19 +337,84 @@ def check_window(grown: np.ndarray, known: np.ndarray, window: Window, spec: Job
     assert known[ys, xs].all() and (known[~inside] == known_before[~inside]).all()
 
 
-@settings(max_examples=40, deadline=None)
-@given(jobs(), st.integers(0, 2**32 - 1))
-def test_every_window_of_every_step(job, seed):
-    source, spec, plan = job
-    rng = np.random.default_rng(seed)
+def check_every_window(source: np.ndarray, spec: JobSpec, plan: Plan, rng) -> np.ndarray:
+    """:func:`check_window` over a whole plan (with random pixels as the generations); the canvas."""
     canvas_ = source
     for step in plan.steps:
         grown, known = grow(canvas_, step)
         for window in step.windows:
-            check_window(grown, known, window, spec, rng)
-        assert known.all()
+            check_window(grown, known, window, spec, step.direction, rng)
+        assert known.all()  # the step's windows covered its whole strip, corners included
         canvas_ = grown
     assert (canvas_.shape[1], canvas_.shape[0]) == plan.final_size
+    return canvas_
+
+
+@settings(max_examples=40, deadline=None)
+@given(jobs(), st.integers(0, 2**32 - 1))
+def test_every_window_of_every_step(job, seed):
+    check_every_window(*job, np.random.default_rng(seed))
+
+
+@st.composite
+def zoom_and_aspect_jobs(draw: st.DrawFn) -> tuple[np.ndarray, JobSpec, Plan]:
+    """A source and a zoom or aspect plan on it (small windows; requests that cannot be planned skipped)."""
+    width, height = draw(st.integers(24, 160)), draw(st.integers(24, 160))
+    growth = draw(
+        st.one_of(
+            st.floats(1.1, 2.5).map(lambda zoom: {"zoom": zoom}),
+            st.sampled_from(ASPECT_PRESETS).map(lambda aspect: {"aspect": aspect}),
+        )
+    )
+    spec = JobSpec(Direction.RIGHT, window=64, continue_canvas=draw(st.booleans()), **growth)
+    try:
+        plan = plan_job(width, height, spec)
+    except PlanError:
+        assume(False)
+    return prepare(noise(height, width, seed=draw(st.integers(0, 99))), spec), spec, plan
+
+
+def assert_exact_in_the_middle(final: np.ndarray, source: np.ndarray, plan: Plan, spec: JobSpec) -> None:
+    """The prepared image is exact at its place in the final canvas, but for a seam band on every
+    side that grew (past the gray band and the blur, the change map is exactly 1.0)."""
+    offset, radius = constants(spec.window)
+    band = offset + radius + 1
+    grew = plan.expansions
+    h, w = source.shape[:2]
+    top, left = band * (Direction.UP in grew), band * (Direction.LEFT in grew)
+    bottom, right = h - band * (Direction.DOWN in grew), w - band * (Direction.RIGHT in grew)
+    x, y = plan.origin
+    kept = final[y : y + h, x : x + w][top:bottom, left:right]
+    np.testing.assert_array_equal(kept, source[top:bottom, left:right])
+
+
+@settings(max_examples=30, deadline=None)
+@given(zoom_and_aspect_jobs(), st.integers(0, 2**32 - 1))
+def test_every_window_of_zoom_and_aspect_plans(job, seed):
+    source, spec, plan = job
+    final = check_every_window(source, spec, plan, np.random.default_rng(seed))
+    assert_exact_in_the_middle(final, source, plan, spec)
+
+
+@settings(max_examples=30, deadline=None)
+@given(zoom_and_aspect_jobs())
+def test_zoom_and_aspect_keep_the_image_in_the_middle_and_fill_the_rest(job):
+    """With a constant generator every pixel outside the prepared image is that colour, corners
+    included, and the image is exact inside its seam bands."""
+    source, spec, plan = job
+    colour = np.array([1, 2, 3], np.uint8)
+    canvas_ = source
+    for step in plan.steps:
+        grown, known = grow(canvas_, step)
+        for window in step.windows:
+            inputs = window_inputs(grown, known, window, spec, step.direction)
+            merge(grown, known, window, np.broadcast_to(colour, (window.size, window.size, 3)), inputs)
+        canvas_ = grown
+    (x, y), (w, h) = plan.origin, plan.prepared_size
+    image = np.zeros(canvas_.shape[:2], bool)
+    image[y : y + h, x : x + w] = True
+    assert (canvas_[~image] == colour).all()
+    assert_exact_in_the_middle(canvas_, source, plan, spec)
 
 
 @settings(max_examples=30, deadline=None)
@@ -353,7 +429,7 @@ def test_a_constant_generator_fills_every_new_pixel(job):
         was_known = known.copy()
         blended = np.zeros(known.shape, bool)
         for window in step.windows:
-            inputs = window_inputs(grown, known, window, spec)
+            inputs = window_inputs(grown, known, window, spec, step.direction)
             blended[window.y : window.y + window.size, window.x : window.x + window.size] |= (
                 inputs.keep_weight < 1.0
             )
@@ -373,8 +449,8 @@ def test_merge_refuses_a_window_of_the_wrong_size():
     plan = plan_job(32, 64, spec)
     grown, known = grow(noise(64, 32), plan.steps[0])
     window = plan.steps[0].windows[0]
-    inputs = window_inputs(grown, known, window, spec)
+    inputs = window_inputs(grown, known, window, spec, spec.direction)
     with pytest.raises(ValueError):
         merge(grown, known, window, noise(64, 60), inputs)
     with pytest.raises(ValueError):
-        window_inputs(grown, known, Window(8, 0, 64), spec)
+        window_inputs(grown, known, Window(8, 0, 64), spec, spec.direction)

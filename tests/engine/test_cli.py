@@ -14,6 +14,7 @@ from PIL import Image
 
 import outpaint_engine.queue
 from outpaint_engine import cli
+from outpaint_engine.grid import grid_shape
 from outpaint_engine.job import Direction, JobSpec
 from outpaint_engine.plan import plan_job
 from tests.conftest import TINY_STEPS, TINY_WINDOW
@@ -29,21 +30,11 @@ def _write_photo(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def _tiny_args(model: Path, ip_adapter: Path) -> list[str]:
-    return [
-        "--model",
-        str(model),
-        "--ip-adapter",
-        str(ip_adapter),
-        "--device",
-        "cpu",
-        "--size",
-        str(TINY_WINDOW),
-        "--steps",
-        str(TINY_STEPS),
-        "--expand",
-        "16",
-    ]
+def _tiny_args(model: Path, ip_adapter: Path, *, expand: bool = True) -> list[str]:
+    """The tiny models on the CPU (with a 16-px ``--expand`` unless the job plans its own)."""
+    args = ["--model", str(model), "--ip-adapter", str(ip_adapter), "--device", "cpu"]
+    args += ["--size", str(TINY_WINDOW), "--steps", str(TINY_STEPS)]
+    return args + (["--expand", "16"] if expand else [])
 
 
 def _outpaint(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -279,3 +270,98 @@ def test_queue_subcommand_is_delegated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outpaint_engine.queue, "admin", admin, raising=False)
     assert cli.main(["queue", "list", "--all"]) == 7
     assert calls == [["list", "--all"]]
+
+
+def test_candidates_of_an_aspect_target_are_written_with_their_grid(
+    tmp_path: Path, tiny_model_dir: Path, tiny_ip_adapter_dir: Path
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 64, 64)
+    run = _outpaint(
+        str(photo),
+        "--aspect",
+        "16:9",
+        "--candidates",
+        "3",
+        "--seed",
+        "5",
+        "-o",
+        "pick.png",
+        *_tiny_args(tiny_model_dir, tiny_ip_adapter_dir, expand=False),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    plan = plan_job(64, 64, JobSpec(Direction.RIGHT, aspect="16:9", window=TINY_WINDOW, candidates=3))
+    assert "outpaint: plan: 1 expansion left, 1 right → 16:9, 3 candidates" in run.stderr
+    names = ["pick-1.png", "pick-2.png", "pick-3.png"]
+    assert (
+        f"wrote {', '.join(names)} ({plan.final_size[0]}×{plan.final_size[1]}) and their grid pick.png"
+        in (run.stderr)
+    )
+    candidates = [np.asarray(Image.open(tmp_path / name)) for name in names]
+    assert all(c.shape[1::-1] == plan.final_size for c in candidates)
+    assert not np.array_equal(candidates[0], candidates[1])
+    grid = np.asarray(Image.open(tmp_path / "pick.png"))
+    width, height = plan.final_size
+    assert grid_shape(3, width, height) == (2, 2)
+    assert grid.shape[0] > 2 * height and grid.shape[1] > 2 * width  # two rows of two, with gaps
+    corner = (slice(height // 2, height), slice(width // 2, width))  # of the first cell, past its badge
+    np.testing.assert_array_equal(grid[corner], candidates[0][corner])
+
+
+def test_zoom_out_grows_every_side_around_the_photo(
+    tmp_path: Path, tiny_model_dir: Path, tiny_ip_adapter_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 64, 64)
+    out = tmp_path / "wide.png"
+    tiny = _tiny_args(tiny_model_dir, tiny_ip_adapter_dir, expand=False)
+    assert (
+        cli.main([str(photo), "--direction", "all", "--zoom", "1.5", "--seed", "2", "-o", str(out), *tiny])
+        == 0
+    )
+    assert "plan: 1 expansion left, 1 right, 1 up, 1 down → 1.5× zoom (96×96)" in capsys.readouterr().err
+    result = np.asarray(Image.open(out))
+    assert result.shape == (96, 96, 3)
+    np.testing.assert_array_equal(result[40:56, 40:56], np.asarray(Image.open(photo))[24:40, 24:40])
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["--zoom", "9"], "zoom must be between 1.1 and 4"),
+        (["--zoom", "big"], "argument --zoom: invalid float value"),
+        (["--direction", "left", "--zoom", "2"], "--zoom grows every side"),
+        (["--direction", "all", "--aspect", "16:9"], "not both"),
+        (["--aspect", "16:9", "--direction", "up"], "leave out --direction"),
+        (["--aspect", "16:9", "--times", "2"], "--times and --expand go with one --direction"),
+        (["--zoom", "2", "--expand", "64"], "--times and --expand go with one --direction"),
+        (["--aspect", "wide"], "'wide' is not an aspect ratio"),
+        (["--aspect", "9:1"], "9:1 is too extreme"),
+        (["--aspect", "1:1"], "already 1:1"),
+        (["--candidates", "7"], "candidates must be between 1 and 4"),
+        (["--candidates", "two"], "argument --candidates: invalid int value"),
+    ],
+    ids=["zoom-range", "zoom-text", "zoom-with-a-side", "zoom-and-aspect", "aspect-with-a-side",
+         "aspect-with-times", "zoom-with-expand", "aspect-text", "aspect-extreme", "aspect-already",
+         "candidates-range", "candidates-text"],
+)  # fmt: skip
+def test_bad_zoom_aspect_and_candidates_fail_with_one_line(
+    args: list[str], reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = _write_photo(tmp_path / "photo.png", 96, 96)
+    try:
+        status = cli.main([str(photo), *args, "--model", str(tmp_path / "no-model")])
+    except SystemExit as exit_info:  # argparse's own errors
+        status = exit_info.code
+    assert status != 0
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert reason in err  # not the missing model: the request is checked first
+
+
+def test_help_documents_zoom_aspect_and_candidates(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ("--zoom Z", "--aspect W:H", "--candidates N", "{left,right,up,down,all}", "16:9", "grid"):
+        assert needle in text

@@ -44,7 +44,7 @@ def test_device_maps_and_merge_equal_the_cpu_ones(direction, window, cross, grow
         grown, known = canvas.grow(source, step)
         on_device, known_device = grown.copy(), known.copy()
         for window_ in step.windows:  # later windows see a strip partly filled by earlier ones
-            inputs = canvas.window_inputs(grown, known, window_, spec)
+            inputs = canvas.window_inputs(grown, known, window_, spec, step.direction)
             ys, xs = canvas.window_slices(window_, grown.shape)
             maps = device_canvas.window_maps(known_device[ys, xs], spec, CPU)
             np.testing.assert_array_equal(maps.change[0, 0].numpy(), inputs.change_map)
@@ -114,6 +114,8 @@ def test_the_loop_gets_the_reference_latent_map(
     step = plan_job(TINY_WINDOW, TINY_WINDOW, spec).steps[0]
     grown, known = canvas.grow(source, step)
     (window,) = step.windows
-    cmap = torch.from_numpy(canvas.window_inputs(grown, known, window, spec).change_map)[None, None]
+    cmap = torch.from_numpy(canvas.window_inputs(grown, known, window, spec, step.direction).change_map)[
+        None, None
+    ]
     latent = TINY_WINDOW // 8
     torch.testing.assert_close(seen[0], latent_change_map(cmap, (latent, latent)), rtol=0, atol=0)

@@ -21,6 +21,7 @@ from outpaint_engine.differential import (
     keep_masks,
     latent_preview,
     noised_original,
+    stack_candidates,
 )
 from outpaint_engine.models import dpmpp_2m_karras
 
@@ -200,3 +201,68 @@ def test_latent_preview_is_a_small_rgb_image() -> None:
     assert preview.shape == (8, 12, 3)
     assert preview.dtype.name == "uint8"
     assert preview.std() > 0
+
+
+class ConditionedUNet:
+    """Elementwise in the sample, reading one number of each row's text and image conditioning: a
+    batch gives every row exactly what that row alone gives, so candidates can be compared bit
+    for bit (a real UNet's larger matrix products may round differently)."""
+
+    def __call__(self, sample, t, *, encoder_hidden_states, added_cond_kwargs, **_) -> tuple[torch.Tensor]:
+        rows = (-1, 1, 1, 1)
+        text = encoder_hidden_states[:, 0, 0].reshape(rows)
+        image = added_cond_kwargs["image_embeds"][0][:, 0, 0, 0].reshape(rows)
+        return (sample * 0.3 + text + image + t.float() * 1e-4,)
+
+
+def _candidate_cond(k: int) -> Conditioning:
+    """Negative then prompt, with candidate ``k``'s own image embedding."""
+    text = torch.stack([torch.full((77, 64), -0.2), torch.full((77, 64), 0.1)])
+    image = torch.stack([torch.zeros(6, 16, 64), torch.full((6, 16, 64), 0.05 * (k + 1))])
+    return Conditioning(text, torch.zeros(2, 32), torch.zeros(2, 6), [image])
+
+
+def test_candidates_in_one_batch_equal_their_runs_alone() -> None:
+    """N candidates (own latents, own image prompt, own generator) denoised as one batch equal N
+    separate runs; the batch is ordered negatives first, as the guidance split reads it."""
+    seeds, steps = (11, 12, 13), 4
+    x0 = [torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(100 + s)) for s in seeds]
+    change = torch.linspace(0, 1, 8).expand(8, 8)
+    conds = [_candidate_cond(k) for k in range(len(seeds))]
+
+    def run(latents, cond, generator) -> torch.Tensor:
+        return denoise(
+            ConditionedUNet(),
+            _scheduler(),
+            latents,
+            change,
+            cond,
+            steps=steps,
+            guidance=4.0,
+            generator=generator,
+        )
+
+    alone = [run(x, c, torch.Generator().manual_seed(s)) for x, c, s in zip(x0, conds, seeds, strict=True)]
+    batch = Conditioning(
+        stack_candidates([c.prompt_embeds for c in conds]),
+        stack_candidates([c.pooled_embeds for c in conds]),
+        stack_candidates([c.time_ids for c in conds]),
+        [stack_candidates([c.image_embeds[0] for c in conds])],
+    )
+    assert batch.prompt_embeds[:3, 0, 0].tolist() == pytest.approx([-0.2] * 3)  # negatives first
+    together = run(torch.cat(x0), batch, [torch.Generator().manual_seed(s) for s in seeds])
+    assert together.shape == (3, 4, 8, 8)
+    for k, one in enumerate(alone):
+        assert torch.equal(together[k : k + 1], one)
+    assert not torch.equal(alone[0], alone[1])
+
+
+def test_a_batch_needs_one_generator_per_candidate_and_a_matching_conditioning() -> None:
+    x0 = torch.zeros(2, 4, 8, 8)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    with pytest.raises(ValueError, match="generators"):
+        denoise(RecordingUNet(), _scheduler(), x0, torch.ones(8, 8), _cond(4), steps=2, guidance=4.0,
+                generator=gens[0])  # fmt: skip
+    with pytest.raises(ValueError, match="batch"):
+        denoise(RecordingUNet(), _scheduler(), x0, torch.ones(8, 8), _cond(2), steps=2, guidance=4.0,
+                generator=gens)  # fmt: skip

@@ -94,7 +94,7 @@ def test_device_map_weight_and_merge_are_bit_exact_on_cuda() -> None:
     step = plan_job(64, 80, spec).steps[0]
     grown, known = canvas.grow(source, step)
     (window,) = step.windows
-    inputs = canvas.window_inputs(grown, known, window, spec)
+    inputs = canvas.window_inputs(grown, known, window, spec, step.direction)
     ys, xs = canvas.window_slices(window, grown.shape)
     maps = device_canvas.window_maps(known[ys, xs], spec, torch.device("cuda"))
     np.testing.assert_array_equal(maps.change[0, 0].cpu().numpy(), inputs.change_map)

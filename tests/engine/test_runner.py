@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from outpaint_engine import canvas, runner
-from outpaint_engine.api import Checkpoint, StepProgress, StepResult
+from outpaint_engine.api import Checkpoint, StepProgress, StepResult, candidate_seed
 from outpaint_engine.job import CancelToken, Direction, JobCancelledError, JobSpec
-from outpaint_engine.plan import PlanError, plan_job
+from outpaint_engine.plan import PlanError, plan_job, scaled
 from outpaint_engine.runner import Outpainter
 from tests.conftest import TINY_STEPS, TINY_WINDOW
 
@@ -57,7 +57,7 @@ def test_kept_pixels_are_exact_and_the_new_strip_is_generated(tiny_engine: Outpa
     for result, step in zip(_run(tiny_engine, source, SPEC), plan.steps, strict=True):
         grown, known = canvas.grow(before, step)
         (window,) = step.windows
-        inputs = canvas.window_inputs(grown, known, window, SPEC)
+        inputs = canvas.window_inputs(grown, known, window, SPEC, step.direction)
         exact = known.copy()
         rows, cols = slice(window.y, window.y + window.size), slice(window.x, window.x + window.size)
         exact[rows, cols] = inputs.keep_weight == 1.0
@@ -234,3 +234,66 @@ def test_warm_up_runs_the_unet_at_the_window_size_without_captioning(
     latent = TINY_WINDOW // 8
     assert shapes == [(2, 4, latent, latent)] * (2 * 2)  # two runs of two CFG steps, one window each
     assert captioned == []
+
+
+@pytest.mark.parametrize(
+    ("size", "growth"),
+    [((64, 64), {"zoom": 1.5}), ((96, 64), {"aspect": "9:16"})],
+    ids=["zoom-1.5", "landscape-to-9:16"],
+)
+def test_zoom_and_aspect_keep_the_image_exact_in_the_middle(
+    tiny_engine: Outpainter, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], growth: dict
+) -> None:
+    spec = replace(SPEC, **growth)
+    plan = plan_job(*size, spec)
+    directions: list[Direction] = []  # the side each window's image prompt is read against
+    newest_known = canvas.newest_known
+
+    def recording(grown, known, window, direction):
+        directions.append(direction)
+        return newest_known(grown, known, window, direction)
+
+    monkeypatch.setattr(canvas, "newest_known", recording)
+    source = _photo(*size)
+    results = _run(tiny_engine, source, spec)
+    assert [r.canvas.shape[1::-1] for r in results] == [s.size_after for s in plan.steps]
+    assert directions == [s.direction for s in plan.steps for _ in s.windows]
+    final, prepared = results[-1].canvas, canvas.prepare(source, spec)
+    band = scaled(canvas.MASK_OFFSET, TINY_WINDOW) + scaled(canvas.BLUR_KERNEL, TINY_WINDOW) // 2 + 1
+    (x, y), (w, h) = plan.origin, plan.prepared_size
+    grew = plan.expansions
+    top, left = band * (Direction.UP in grew), band * (Direction.LEFT in grew)
+    bottom, right = h - band * (Direction.DOWN in grew), w - band * (Direction.RIGHT in grew)
+    middle = final[y : y + h, x : x + w]
+    np.testing.assert_array_equal(middle[top:bottom, left:right], prepared[top:bottom, left:right])
+    for side in grew:  # every new strip, corners included, was generated (a blank one is all zeros)
+        x0, y0, sw, sh = next(s for s in reversed(plan.steps) if s.direction is side).new_region
+        assert final[y0 : y0 + sh, x0 : x0 + sw].std() > 1.0
+
+
+def test_candidates_equal_runs_of_their_own_seeds(tiny_engine: Outpainter) -> None:
+    """A wide canvas grown up (two windows: the second sees each candidate's first) as two
+    candidates in one batch: each equals the job run alone with its candidate seed (the first is
+    the job's own seed)."""
+    source = _photo(96, 64)
+    spec = replace(SPEC, direction=Direction.UP, times=1, continue_canvas=True, candidates=2)
+    (result,) = _run(tiny_engine, source, spec)
+    assert len(result.candidates) == 2 and result.candidates[0] is result.canvas
+    for k, candidate in enumerate(result.candidates):
+        (alone,) = _run(tiny_engine, source, replace(spec, candidates=1, seed=candidate_seed(spec.seed, k)))
+        assert len(alone.candidates) == 1 and alone.candidates[0] is alone.canvas
+        moved = np.abs(candidate.astype(np.int16) - alone.canvas.astype(np.int16))
+        assert moved.max() <= 1 and np.count_nonzero(moved) <= candidate.size // 1000  # batch rounding
+    a, b = result.candidates
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(a[-32:], b[-32:])  # below the windows both keep the canvas
+
+
+def test_candidate_seeds_start_with_the_jobs_own_and_are_stable() -> None:
+    seeds = [candidate_seed(7, k) for k in range(4)]
+    assert seeds[0] == 7 and len(set(seeds)) == 4
+    assert seeds == [candidate_seed(7, k) for k in range(4)]
+    assert candidate_seed(8, 1) != seeds[1]
+    assert all(0 <= s < 2**63 for s in seeds)
+    with pytest.raises(ValueError, match="candidates"):
+        StepResult(0, 1, np.zeros((2, 2, 3), np.uint8), (np.ones((2, 2, 3), np.uint8),))
