@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                         "measures on one expansion (default: the last path)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten as they come)")
     parser.add_argument("--candidates", type=int, default=0, help="also time N candidates against one")
+    parser.add_argument("--candidate-paths", nargs="*", help="where to time candidates (default: every path "
+                        "but the seed's, which makes one at a time)")  # fmt: skip
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -461,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     save()
     if args.candidates > 1:
         for name, engine in engines.items():
-            if name != "seed-eager fp16":  # the seed makes one candidate at a time
+            if name in (args.candidate_paths or [n for n in args.paths if n != "seed-eager fp16"]):
                 timing = time_candidates(engine, source, spec, args.candidates, args.repeats)
                 results[name]["candidates"] = timing
                 print(f"{name}: {args.candidates} candidates cost {timing['ratio']:.2f}× one", flush=True)
