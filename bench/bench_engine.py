@@ -387,7 +387,11 @@ def make_engines(
             fill = changes.pop("fill")
             key = tuple(sorted(changes.items()))
             if key not in by_models:
-                by_models[key] = derive(eager, **changes) if changes else eager
+                try:
+                    by_models[key] = derive(eager, **changes) if changes else eager
+                except Exception as error:  # one lever that fails here must not take the others down
+                    print(f"{name}: cannot be prepared: {type(error).__name__}: {error}", flush=True)
+                    continue
             engine = with_fill(by_models[key], fill)
         engines[name] = engine
         load_s[name] = time.perf_counter() - t0
@@ -441,10 +445,16 @@ def main(argv: list[str] | None = None) -> int:
     results["spec"] = spec.to_dict()
     engines, load_s = make_engines(args.paths, sdxl, ip, device, args.tiny)
     results["unet_flops_per_call"] = unet_flops(engines.get("eager") or engines[args.paths[0]], spec)
-    for name, engine in engines.items():
+    for name, engine in list(engines.items()):
         t0 = time.perf_counter()
-        for _ in range(2):  # the second settles what the first compiled or captured
-            run_job(engine, source, warm)
+        try:
+            for _ in range(2):  # the second settles what the first compiled or captured
+                run_job(engine, source, warm)
+        except Exception as error:  # as above: record it, go on with the other paths
+            results[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
+            print(f"{name}: warm-up failed: {results[name]['error'][:500]}", flush=True)
+            del engines[name]
+            continue
         results[name] = {"load_s": load_s[name], "warmup_s": time.perf_counter() - t0, "step_s": []}
         print(f"{name}: load {load_s[name]:.1f} s, warm-up {results[name]['warmup_s']:.1f} s", flush=True)
         save()
@@ -456,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: per expansion {[round(t, 3) for t in times]}", flush=True)
         save()
     medians = {name: statistics.median(results[name]["step_s"]) for name in engines}
-    baseline = medians[args.paths[0]]
+    baseline = medians[next(iter(engines))]
     for name in engines:
         results[name]["median_s"] = medians[name]
         results[name]["ratio"] = baseline / medians[name]
