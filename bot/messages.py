@@ -253,7 +253,8 @@ CANCELLING = "✖ Cancelling…"
 def result(user_id: int, summary: str, width: int, height: int, note: str | None) -> str:
     lines = [
         f"<@{user_id}> here is your image ({summary}, {width}×{height}).",
-        "Use the buttons to extend it, 🔄 to redo the last expansion, or reply with e.g. `left 2`.",
+        "Use the buttons to extend it, 🔄 to redo the last expansion, 🗑 to delete it, "
+        "or reply with e.g. `left 2`.",
     ]
     if note:
         lines.append(f"ℹ {note}")

@@ -196,7 +196,8 @@ class ImageClassifier:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise SafetyModelError(f"could not load the safety classifier {source!r}: {reason}") from error
         known = {str(label).casefold() for label in pipe.model.config.id2label.values()}
-        if not known & {label.casefold() for label in labels}:
+        unsafe = known & {label.casefold() for label in labels}
+        if not unsafe:
             raise SafetyModelError(
                 f"the safety classifier {source!r} has none of the labels {', '.join(labels)} "
                 f"(OUTPAINT_SAFETY_LABELS); its labels are: {', '.join(sorted(known))}"
@@ -205,7 +206,7 @@ class ImageClassifier:
             "content check: %s on %s, unsafe labels %s",
             source,
             device,
-            ", ".join(sorted(known & set(labels))),
+            ", ".join(sorted(unsafe)),
         )
         return cls(pipe, labels)
 
