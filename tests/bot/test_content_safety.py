@@ -4,11 +4,13 @@ client against the fake Discord, in ordinary and age-restricted channels."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from real_engine import HookedEngine
+import torch
+from real_engine import THREADS, HookedEngine
 
 from bot import messages
 from bot.jobs import audience_of
@@ -41,11 +43,16 @@ def checked(harness: Harness, classifier: Path, **policies: str) -> SafetyCheck:
 
 
 @pytest.fixture
-def harness(fake: FakeDiscord, tmp_path: Path, tiny_engine) -> Harness:
+def harness(fake: FakeDiscord, tmp_path: Path, tiny_engine) -> Iterator[Harness]:
+    """The bot on the real tiny engine, run on one CPU thread (torch's threads, spinning on a busy
+    two-core machine, would slow it down many times over)."""
     harness = Harness(fake, tmp_path / "data")
     harness.engine = HookedEngine(tiny_engine)
     harness.engine_settings = EngineSettings(_env_file=None, window=TINY_WINDOW, steps=TINY_STEPS)
-    return harness
+    before = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield harness
+    torch.set_num_threads(before)
 
 
 async def events_of(queue: JobQueue, job_id: str) -> list[Event]:
