@@ -7,6 +7,7 @@ in ``setup_hook``, so the buttons of messages sent before a restart keep working
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ from outpaint_engine.job import Direction
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
+
+log = logging.getLogger(__name__)
 
 EXTEND = tuple(str(d) for d in Direction)
 REDO = "redo"
@@ -81,6 +84,8 @@ async def cancel(interaction: discord.Interaction[OutpaintBot], job_id: str) -> 
         raise UserError(messages.CANCEL_NOT_YOURS)
     if job.state.terminal:
         raise UserError(messages.ALREADY_FINISHED)
+    if job.user_id != interaction.user.id:
+        log.info("job %s: cancelled by moderator %s", job_id, interaction.user.id)
     await queue.cancel(job_id)
     await interaction.edit_original_response(content=messages.CANCELLING)
 
