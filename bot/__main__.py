@@ -23,6 +23,7 @@ from bot.settings import BotSettings
 from outpaint_engine.api import Engine
 from outpaint_engine.queue import open_queue
 from outpaint_engine.queue.base import QueueError
+from outpaint_engine.safety import SafetyCheck, SafetySettings, WordList
 from outpaint_engine.settings import EngineSettings, QueueSettings, describe_setting_error
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings, queue_settings, engine_settings = BotSettings(), QueueSettings(), EngineSettings()
+        safety = SafetySettings()
     except ValidationError as error:
         print(f"outpaint-bot: {describe_setting_error(error)}", file=sys.stderr)
         return 2
@@ -62,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bot = OutpaintBot(
             settings,
-            open_queue(queue_settings, engine_factory=lambda: load_engine(engine_settings)),
+            open_queue(
+                queue_settings,
+                engine_factory=lambda: load_engine(engine_settings),
+                safety=SafetyCheck(safety),  # the embedded worker's content check
+            ),
             engine=engine_settings,
             data_dir=queue_settings.data_dir,
             sync_commands=args.sync,
+            words=WordList.from_settings(safety),
         )
         asyncio.run(serve(bot, token))  # SIGTERM (docker/systemctl stop) stops it as cleanly as Ctrl-C
     except discord.LoginFailure:

@@ -2,7 +2,8 @@
 
 Its life: ``setup_hook`` (after login, before the gateway) opens the bot's journal and the queue,
 registers the persistent buttons, syncs the commands when asked to, and resumes showing every job
-it had not finished showing (their owners' caps rebuilt from the journal). ``close`` first lets the
+it had not finished showing (their owners' caps, and the guilds' expansions today, rebuilt from the
+journal). ``close`` first lets the
 requests being taken in finish (``shutdown_grace_s``), then stops all of it in the reverse order.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import discord
 from discord import app_commands
 
-from bot import commands, messages, replies
+from bot import commands, messages, moderation, replies
 from bot.delivery import Delivery
 from bot.errors import UserError
 from bot.interactions import report_error
@@ -26,6 +27,7 @@ from bot.settings import BotSettings
 from bot.store import BotStore
 from bot.views import JobButton, is_ours
 from outpaint_engine.queue.base import JobQueue
+from outpaint_engine.safety import WordList
 from outpaint_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class OutpaintBot(discord.Client):
         engine: EngineSettings,
         data_dir: Path,
         sync_commands: bool = False,
+        words: WordList | None = None,
         **client_options: object,
     ) -> None:
         super().__init__(
@@ -61,8 +64,8 @@ class OutpaintBot(discord.Client):
         self.settings = settings
         self.queue = queue
         self.store = BotStore(data_dir / "bot.sqlite3")
-        self.limits = Limits(settings)
-        self.jobs = JobService(queue, settings, engine, self.limits)
+        self.limits = Limits(settings, words=words)
+        self.jobs = JobService(queue, settings, engine, self.limits, self.store)
         self.delivery = Delivery(self)
         self.inflight = InFlight()
         self.forms = commands.OpenForms()
@@ -77,6 +80,8 @@ class OutpaintBot(discord.Client):
         self.add_dynamic_items(JobButton)
         if self.sync_commands:
             await self.sync()
+        quota = self.limits.quota
+        quota.restore(await self.store.guild_expansions_since(quota.day_start()))
         await self.delivery.resume()
 
     async def sync(self) -> None:
@@ -96,6 +101,9 @@ class OutpaintBot(discord.Client):
 
     async def on_message(self, message: discord.Message) -> None:
         await replies.handle_message(self, message)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await moderation.on_message_deleted(self, payload.message_id)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A short answer, instead of Discord's "This interaction failed", for what nothing else

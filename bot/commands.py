@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from bot import messages
+from bot import messages, moderation
 from bot.errors import UserError
 from bot.interactions import check_can_start, report_error, start_job
 from bot.jobs import ACTIVE, Options, Requester, Source
@@ -71,15 +71,27 @@ def register(bot: "OutpaintBot") -> None:
             max_canvas_side=settings.max_canvas_side,
             default_expand=bot.jobs.default_expand,
             max_expand=bot.jobs.max_expand,
+            max_guild_expansions_per_day=settings.max_guild_expansions_per_day,
         )
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="queue", description="Your jobs that are waiting or running.")
     async def queue(interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # before asking the queue
-        jobs = await bot.queue.list_jobs(user_id=interaction.user.id, states=ACTIVE)
-        lines = [await _queue_line(bot, job) for job in reversed(jobs)]
-        await interaction.edit_original_response(content="\n".join(lines) or messages.NOTHING_QUEUED)
+        if moderation.is_moderator(interaction):  # the whole server's, to cancel any of them
+            assert interaction.guild_id is not None
+            listed = await moderation.guild_queue(bot, interaction.guild_id)
+            lines = [
+                messages.guild_queue_line(await _queue_line(bot, job), job.user_id, url)
+                for job, url in reversed(listed)
+            ]
+            empty = messages.NOTHING_QUEUED_IN_GUILD
+        else:
+            jobs = await bot.queue.list_jobs(user_id=interaction.user.id, states=ACTIVE)
+            lines, empty = [await _queue_line(bot, job) for job in reversed(jobs)], messages.NOTHING_QUEUED
+        await interaction.edit_original_response(
+            content=messages.listing(lines, empty), allowed_mentions=discord.AllowedMentions.none()
+        )
 
     @app_commands.context_menu(name="Outpaint")
     async def outpaint_menu(interaction: discord.Interaction, message: discord.Message) -> None:

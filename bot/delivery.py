@@ -35,7 +35,7 @@ import discord
 from bot import messages
 from bot.errors import user_message
 from bot.limits import Owner
-from bot.status import StatusMessage, Upload, fit_upload
+from bot.status import SPOILER_PREFIX, StatusMessage, Upload, fit_upload
 from bot.store import DeliveryRecord
 from bot.views import result_view, status_view
 from outpaint_engine.job import (
@@ -51,6 +51,7 @@ from outpaint_engine.job import (
     Started,
 )
 from outpaint_engine.queue.base import QueueUnavailable
+from outpaint_engine.safety import is_block_reason
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
@@ -197,7 +198,10 @@ class JobFollower:
         if self.note:
             content += messages.upload_note(self.note)
         message = await self.status.edit(content, **kwargs)
-        self.canvas = next((a for a in message.attachments if a.filename.startswith("canvas-")), None)
+        self.canvas = next(
+            (a for a in message.attachments if a.filename.removeprefix(SPOILER_PREFIX).startswith("canvas-")),
+            None,
+        )
         return message
 
     def _due(self) -> bool:
@@ -223,8 +227,11 @@ class JobFollower:
                 await self._show_canvas(event)
             case Done():
                 await self._deliver(event)
-            case Failed(reason=reason):
-                await self.edit_status(messages.failed(self.summary, reason), view=None)
+            case Failed(reason=reason):  # blocked by the content check: no canvas or preview stays
+                attachments = [] if is_block_reason(reason) else None
+                await self.edit_status(
+                    messages.failed(self.summary, reason), attachments=attachments, view=None
+                )
             case Cancelled():
                 await self.edit_status(messages.cancelled(self.summary), view=None)
 
@@ -324,6 +331,8 @@ class Delivery:
             filesize_limit,
             user_id=job.user_id,
             guild_id=job.guild_id,
+            expansions=job.spec.times,
+            created_at=job.created_at,
         )
         await self.bot.store.add_delivery(record)
         if status_message_id is not None:  # a reply to the ✅ status continues the job too

@@ -22,8 +22,9 @@ from bot import messages
 from bot.errors import UserError
 from bot.limits import Limits, Owner
 from bot.settings import BotSettings
+from bot.store import BotStore
 from outpaint_engine import imageio
-from outpaint_engine.job import Direction, Job, JobSpec, JobState, new_job_id
+from outpaint_engine.job import Audience, Direction, Job, JobSpec, JobState, new_job_id
 from outpaint_engine.plan import plan_job, scaled
 from outpaint_engine.queue.base import JobQueue
 from outpaint_engine.settings import EngineSettings
@@ -33,11 +34,21 @@ log = logging.getLogger(__name__)
 ACTIVE = (JobState.QUEUED, JobState.RUNNING)
 
 
+def audience_of(channel: object, guild: object | None) -> Audience:
+    """Who sees a channel, for the content check: a DM, an age-restricted channel (a thread of one
+    too), or an ordinary channel (also when the channel is not known: the strictest)."""
+    if guild is None:
+        return Audience.PRIVATE
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return Audience.AGE_RESTRICTED if callable(is_nsfw) and is_nsfw() else Audience.GENERAL
+
+
 @dataclass(frozen=True)
 class Requester:
     user_id: int
     guild_id: int | None
     channel_id: int
+    audience: Audience = Audience.GENERAL
 
     @classmethod
     def of(cls, who: discord.Interaction | discord.Message) -> Requester:
@@ -45,7 +56,8 @@ class Requester:
         channel_id = who.channel_id if isinstance(who, discord.Interaction) else who.channel.id
         if channel_id is None:
             raise UserError(messages.INTERNAL)
-        return cls(user.id, who.guild.id if who.guild else None, channel_id)
+        guild_id = who.guild.id if who.guild else None
+        return cls(user.id, guild_id, channel_id, audience_of(who.channel, who.guild))
 
     @property
     def owner(self) -> Owner:
@@ -86,12 +98,18 @@ def new_seed() -> int:
 
 class JobService:
     def __init__(
-        self, queue: JobQueue, settings: BotSettings, engine: EngineSettings, limits: Limits
+        self,
+        queue: JobQueue,
+        settings: BotSettings,
+        engine: EngineSettings,
+        limits: Limits,
+        store: BotStore | None = None,
     ) -> None:
         self.queue = queue
         self.settings = settings
         self.engine = engine
         self.limits = limits
+        self.store = store  # the bot's journal: results deleted since
         self.image_limits = imageio.ImageLimits(
             max_bytes=settings.max_attachment_bytes,
             max_pixels=settings.max_input_pixels,
@@ -142,6 +160,8 @@ class JobService:
         return imageio.encode_png(rgb), (rgb.shape[1], rgb.shape[0])
 
     async def finished_job(self, job_id: str) -> Job:
+        if self.store is not None and await self.store.result_deleted(job_id):
+            raise UserError(messages.RESULT_DELETED)
         job = await self.queue.get(job_id)
         if job is None:
             raise UserError(messages.JOB_GONE)
@@ -210,6 +230,7 @@ class JobService:
         """Plan, cap and queue a job; raises :class:`UserError` (or PlanError) with the reason. The
         caller reserved the user's slot (:meth:`bot.limits.Limits.reserve`)."""
         spec = self.build_spec(source, options)
+        self.limits.check_words(spec.prompt)  # also a prompt kept from the job continued
         plan = plan_job(source.width, source.height, spec)
         self.limits.check_canvas(*plan.final_size)
         digest = await asyncio.to_thread(lambda: hashlib.sha256(source.png).hexdigest())  # MBs of PNG
@@ -222,6 +243,7 @@ class JobService:
             source_sha256=digest,
             total_steps=plan.total_steps,
             meta={"origin": origin, "parent": source.parent.id if source.parent else None},
+            audience=who.audience,
         )
         return await self.queue.submit(job, source.png)
 

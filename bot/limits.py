@@ -1,4 +1,5 @@
-"""Who may queue what: guild allowlist, per-user and per-guild caps, cooldown, option bounds.
+"""Who may queue what: guild allowlist, per-user and per-guild caps, a guild's expansions per day
+(:mod:`bot.quota`), cooldown, option bounds and the operator's word list for prompts.
 
 Every check runs in the bot's own memory, never on the queue: a request is answered (refused
 privately, or acknowledged) within Discord's 3 seconds however slow or unreachable the queue is.
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 
 from bot import messages
 from bot.errors import UserError
+from bot.quota import DailyQuota
 from bot.settings import BotSettings
+from outpaint_engine.safety import WordList
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,16 @@ class Owner:
 
 class Reservation:
     """A slot taken for one request until its job is queued (:meth:`commit`) or the request fails
-    (:meth:`release`, which also gives the cooldown back). Use it as a context manager: leaving the
-    block without a commit releases it."""
+    (:meth:`release`, which also gives the cooldown and the guild's expansions back). Use it as a
+    context manager: leaving the block without a commit releases it."""
 
-    def __init__(self, limits: Limits, owner: Owner, previous_start: float | None) -> None:
+    def __init__(
+        self, limits: Limits, owner: Owner, previous_start: float | None, times: int, day: int
+    ) -> None:
         self._limits = limits
         self.owner = owner
         self._previous_start = previous_start
+        self._taken = (times, day)  # the guild's expansions counted for this request, and the day
         self._open = True
 
     def commit(self, job_id: str) -> None:
@@ -50,6 +56,7 @@ class Reservation:
             self._open = False
             self._limits._pending[self.owner] -= 1
             self._limits._restore_start(self.owner.user_id, self._previous_start)
+            self._limits.quota.give_back(self.owner.guild_id, *self._taken)
 
     def __enter__(self) -> Reservation:
         return self
@@ -59,8 +66,17 @@ class Reservation:
 
 
 class Limits:
-    def __init__(self, settings: BotSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: BotSettings,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        words: WordList | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self.words = words or WordList()
+        self.quota = DailyQuota(settings.max_guild_expansions_per_day, wall_clock)
         self._clock = clock
         self._last_start: dict[int, float] = {}
         self._active: dict[str, Owner] = {}  # job id -> owner: queued by this bot, not seen finish
@@ -92,16 +108,19 @@ class Limits:
         self.check_options(times, prompt, negative_prompt)
         self._check_cooldown(owner.user_id)
         self._check_active(*self._counts(owner))
+        self.quota.check(owner.guild_id, times)
 
     def reserve(
         self, owner: Owner, times: int = 1, prompt: str = "", negative_prompt: str = ""
     ) -> Reservation:
-        """:meth:`check`, then take the slot and start the cooldown, atomically (no ``await``)."""
+        """:meth:`check`, then take the slot, count the expansions and start the cooldown,
+        atomically (no ``await``)."""
         self.check(owner, times, prompt, negative_prompt)
         previous = self._last_start.get(owner.user_id)
         self._last_start[owner.user_id] = self._clock()
         self._pending[owner] += 1
-        return Reservation(self, owner, previous)
+        day = self.quota.take(owner.guild_id, times)
+        return Reservation(self, owner, previous, times, day)
 
     def _restore_start(self, user_id: int, previous: float | None) -> None:
         if previous is None:
@@ -136,6 +155,12 @@ class Limits:
             raise UserError(messages.prompt_too_long("prompt", limit))
         if len(negative_prompt) > limit:
             raise UserError(messages.prompt_too_long("negative prompt", limit))
+        self.check_words(prompt)
+
+    def check_words(self, prompt: str) -> None:
+        """The operator's word list (the negative prompt is not checked: it says what to avoid)."""
+        if self.words.find(prompt) is not None:
+            raise UserError(messages.PROMPT_NOT_ALLOWED)
 
     def check_canvas(self, width: int, height: int) -> None:
         s = self.settings

@@ -77,7 +77,13 @@ def _mib(size: int) -> str:
 NO_IMAGE_IN_MESSAGE = "That message has no image I can use. Pick a message with a PNG, JPEG, WebP or GIF."
 DOWNLOAD_FAILED = "I couldn't download that attachment from Discord. Please try again."
 BAD_DIRECTION = "Direction must be one of: left, right, up, down."
-CANCEL_NOT_YOURS = "Only the person who started this job can cancel it."
+CANCEL_NOT_YOURS = "Only the person who started this job (or a moderator of this server) can cancel it."
+DELETE_NOT_YOURS = "Only the person who asked for this image (or a moderator of this server) can delete it."
+RESULT_DELETED = "That result was deleted, so it can't be extended any more. Start again with /outpaint."
+DELETED = "🗑 Deleted."
+PROMPT_NOT_ALLOWED = (
+    "That prompt contains a word or phrase that isn't allowed here. Please rephrase it and try again."
+)
 ALREADY_FINISHED = "That job has already finished."
 NOT_FINISHED = "That job has not finished yet; wait for its result, then extend it."
 RESULT_GONE = "That result is no longer stored, so I can't continue it. Start again with /outpaint."
@@ -149,6 +155,16 @@ def guild_cap(limit: int) -> str:
 
 def cooldown(seconds_left: float) -> str:
     return f"Please wait a moment before your next job: you can start one {relative_time(seconds_left)}."
+
+
+def guild_daily_cap(limit: int, left: int, resets_in_s: float) -> str:
+    when = relative_time(resets_in_s)
+    if left:
+        return (
+            f"This server has {left} of its {limit} expansions for today left. "
+            f"Ask for fewer, or wait until the count resets {when}."
+        )
+    return f"This server has used all {limit} of its expansions for today. The count resets {when}."
 
 
 GUILD_NOT_ALLOWED = "I'm not enabled on this server. Ask the bot's operator to add it to the allowlist."
@@ -227,13 +243,18 @@ def cancelled(summary: str) -> str:
     return f"✖ {summary}: cancelled."
 
 
+RESULT_DELETED_STATUS = "🗑 The result of this job was deleted."
+SPOILER_NOTE = "Hidden as a spoiler: the automatic content check flagged this picture."
+
+
 CANCELLING = "✖ Cancelling…"
 
 
 def result(user_id: int, summary: str, width: int, height: int, note: str | None) -> str:
     lines = [
         f"<@{user_id}> here is your image ({summary}, {width}×{height}).",
-        "Use the buttons to extend it, 🔄 to redo the last expansion, or reply with e.g. `left 2`.",
+        "Use the buttons to extend it, 🔄 to redo the last expansion, 🗑 to delete it, "
+        "or reply with e.g. `left 2`.",
     ]
     if note:
         lines.append(f"ℹ {note}")
@@ -247,12 +268,32 @@ def upload_note(note: str | None) -> str:
 # --- /queue and /outpaint-help -------------------------------------------------------------------
 
 NOTHING_QUEUED = "You have no jobs waiting or running."
+NOTHING_QUEUED_IN_GUILD = "No jobs are waiting or running in this server."
+QUEUE_TEXT_LIMIT = 2000
+"""Discord's longest message."""
 
 
 def queue_line(job_id: str, summary: str, state: str, position: int | None, eta_s: float | None) -> str:
     where = f"position {position}" if position else state
     eta = f", ready {relative_time(eta_s)}" if eta_s is not None else ""
     return f"`{job_id}` {summary}: {where}{eta}"
+
+
+def guild_queue_line(line: str, user_id: int, status_url: str | None) -> str:
+    """A line of a moderator's /queue: whose job, and a link to its status (with its ✖)."""
+    link = f" — {status_url}" if status_url else ""
+    return f"{line}, for <@{user_id}>{link}"
+
+
+def listing(lines: list[str], empty: str) -> str:
+    """Lines under Discord's message limit; the ones that don't fit are counted at the end."""
+    text = ""
+    for index, line in enumerate(lines):
+        more = f"\n… and {len(lines) - index} more."
+        if len(text) + len(line) + 1 + len(more) > QUEUE_TEXT_LIMIT:
+            return text + more
+        text = f"{text}\n{line}" if text else line
+    return text or empty
 
 
 def help_text(
@@ -265,7 +306,10 @@ def help_text(
     max_canvas_side: int,
     default_expand: int,
     max_expand: int,
+    max_guild_expansions_per_day: int = 0,
 ) -> str:
+    per_day = max_guild_expansions_per_day
+    daily = f" {per_day} expansions per server per day (UTC)," if per_day else ""
     return f"""\
 **Outpaint** extends a picture beyond its borders.
 
@@ -276,10 +320,11 @@ many times to extend it (1–{max_times}). Optional: `prompt` (what should appea
 down) is first squared up: one extra step.
 **Right-click a message → Apps → Outpaint** works on any message with an image.
 **Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔄 redoes the last expansion with a new \
-seed. ✖ under a job's progress message cancels it (only whoever started it).
+seed, 🗑 deletes it. ✖ under a job's progress message cancels it. Only whoever started a job (or a \
+moderator of the server) may cancel it or delete its result.
 **Reply** to a result with e.g. `left 2` or `right 3 a misty forest` (keep the @mention on).
-`/queue` shows your jobs and when they should be ready.
+`/queue` shows your jobs and when they should be ready (a moderator's shows the server's).
 
-Limits: {max_user_jobs} jobs at a time per person, {cooldown_s:g} s between jobs, files up to \
+Limits: {max_user_jobs} jobs at a time per person, {cooldown_s:g} s between jobs,{daily} files up to \
 {max_attachment_mb:g} MiB, results up to {max_canvas_side} px on a side, prompts up to \
 {max_prompt_chars} characters."""

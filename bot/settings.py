@@ -44,6 +44,9 @@ class BotSettings(BaseSettings):
     max_user_jobs: int = Field(2, ge=1, description="Queued or running jobs one user may have.")
     max_guild_jobs: int = Field(10, ge=1, description="Queued or running jobs one guild may have.")
     cooldown_s: float = Field(10.0, ge=0, description="Seconds between two jobs of one user.")
+    max_guild_expansions_per_day: int = Field(
+        1000, ge=0, description="Expansions one guild may ask for per UTC day; 0 = no limit."
+    )
 
     max_attachment_mb: float = Field(20.0, gt=0, description="Largest attachment the bot downloads.")
     max_input_pixels: int = Field(40_000_000, gt=0, description="Largest input image, in pixels.")

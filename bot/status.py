@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING
 import discord
 from discord.utils import MISSING
 
+from bot import messages
 from bot.store import DeliveryRecord
 from bot.views import result_job_id
 from outpaint_engine import imageio
+from outpaint_engine.safety import is_flagged
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
@@ -40,6 +42,8 @@ HISTORY_LIMIT = 100
 """How many channel messages after the posting intent are searched for a result already posted."""
 HISTORY_MARGIN_S = 60.0
 """Searched from this long before the intent was journaled (clock differences with Discord)."""
+SPOILER_PREFIX = "SPOILER_"
+"""Discord blurs an attachment whose filename starts with this until it is clicked."""
 
 
 def _token_refused(error: discord.HTTPException) -> bool:
@@ -62,15 +66,23 @@ class Upload:
 
 
 async def fit_upload(png: bytes, limit: int, stem: str) -> Upload:
-    """The PNG as it is when it fits the channel's upload limit, else a smaller encoding (with a note)."""
+    """The PNG as it is when it fits the channel's upload limit, else a smaller encoding (with a note);
+    a spoiler (with a note) when the content check flagged it (:mod:`outpaint_engine.safety`)."""
     if len(png) <= limit:
-        return Upload(png, f"{stem}.png")
+        return _spoiler_if_flagged(png, Upload(png, f"{stem}.png"))
 
     def shrink() -> imageio.EncodedImage:
         return imageio.encode_for_upload(imageio.decode_png(png), limit, stem=stem)
 
     encoded = await asyncio.to_thread(shrink)
-    return Upload(encoded.data, encoded.filename, encoded.note)
+    return _spoiler_if_flagged(png, Upload(encoded.data, encoded.filename, encoded.note))
+
+
+def _spoiler_if_flagged(png: bytes, upload: Upload) -> Upload:
+    if not is_flagged(png):
+        return upload
+    note = f"{upload.note} {messages.SPOILER_NOTE}" if upload.note else messages.SPOILER_NOTE
+    return Upload(upload.data, SPOILER_PREFIX + upload.filename, note)
 
 
 def _files(attachments: list[Upload | discord.Attachment] | None) -> list[discord.File | discord.Attachment]:

@@ -3,8 +3,10 @@
 The queue knows jobs; this knows Discord: which channel and status message show a job, whose job
 it is (the caps are rebuilt from it at start), the last event already shown (so a restarted bot
 picks up where it stopped), whether its result is being posted or was posted (so it is posted
-exactly once), and which messages belong to which job (so a reply to a result or to a ✅ status
-finds the canvas to continue).
+exactly once), whether the result was deleted since (it is no longer a source to continue), how
+many expansions it asked for and when (a guild's daily count is rebuilt from it), and which
+messages belong to which job (so a reply to a result or to a ✅ status finds the canvas to
+continue).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ _ADDED_COLUMNS = {  # columns newer than the first schema: added to an existing 
     "guild_id": "INTEGER",
     "posting_since": "REAL",
     "result_message_id": "INTEGER",
+    "expansions": "INTEGER NOT NULL DEFAULT 0",
+    "created_at": "REAL",
+    "result_deleted_at": "REAL",
 }
 
 
@@ -52,6 +57,9 @@ class DeliveryRecord:
     guild_id: int | None = None
     posting_since: float | None = None  # when the bot set out to post the result (UNIX time)
     result_message_id: int | None = None  # the result, once posted
+    expansions: int = 0  # the expansions the job asked for (``times``)
+    created_at: float | None = None  # when it was queued (UNIX time)
+    result_deleted_at: float | None = None  # when its result was deleted (🗑 or by a moderator)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(DeliveryRecord)]
@@ -103,15 +111,38 @@ class BotStore:
         )
         await self.db.commit()
 
-    async def unfinished_deliveries(self) -> list[DeliveryRecord]:
+    async def _deliveries(self, where: str, *args: object) -> list[DeliveryRecord]:
         async with self.db.execute(
-            f"SELECT {', '.join(_FIELDS)} FROM deliveries WHERE finished = 0"
+            f"SELECT {', '.join(_FIELDS)} FROM deliveries WHERE {where}", args
         ) as cursor:
             rows = await cursor.fetchall()
         records = [DeliveryRecord(**dict(zip(_FIELDS, row, strict=True))) for row in rows]
         for record in records:
             record.finished = bool(record.finished)
         return records
+
+    async def unfinished_deliveries(self) -> list[DeliveryRecord]:
+        return await self._deliveries("finished = 0")
+
+    async def delivery(self, job_id: str) -> DeliveryRecord | None:
+        records = await self._deliveries("job_id = ?", job_id)
+        return records[0] if records else None
+
+    async def result_deleted(self, job_id: str) -> bool:
+        async with self.db.execute(
+            "SELECT result_deleted_at IS NOT NULL FROM deliveries WHERE job_id = ?", (job_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def guild_expansions_since(self, since: float) -> dict[int, int]:
+        """Expansions asked for per guild by the jobs queued since ``since`` (UNIX time)."""
+        async with self.db.execute(
+            "SELECT guild_id, SUM(expansions) FROM deliveries "
+            "WHERE created_at >= ? AND guild_id IS NOT NULL GROUP BY guild_id",
+            (since,),
+        ) as cursor:
+            return {guild_id: total for guild_id, total in await cursor.fetchall()}
 
     async def link_message(self, message_id: int, job_id: str) -> None:
         await self.db.execute("INSERT OR REPLACE INTO messages VALUES (?, ?)", (message_id, job_id))

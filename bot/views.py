@@ -1,4 +1,4 @@
-"""The buttons: ⬅ ➡ ⬆ ⬇ 🔄 under every result, ✖ under a running job's status.
+"""The buttons: ⬅ ➡ ⬆ ⬇ 🔄 🗑 under every result, ✖ under a running job's status.
 
 A button carries its whole state in its ``custom_id`` (``outpaint:<action>:<job id>``); the job
 itself is in the queue's store. :class:`JobButton` is a :class:`discord.ui.DynamicItem` registered
@@ -7,12 +7,13 @@ in ``setup_hook``, so the buttons of messages sent before a restart keep working
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import messages
+from bot import messages, moderation
 from bot.errors import UserError
 from bot.interactions import report_error, start_job
 from bot.jobs import Options
@@ -22,14 +23,19 @@ from outpaint_engine.job import Direction
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
 
+log = logging.getLogger(__name__)
+
 EXTEND = tuple(str(d) for d in Direction)
 REDO = "redo"
 CANCEL = "cancel"
+DELETE = "delete"
 
-_EMOJI = {**{str(d): arrow for d, arrow in ARROWS.items()}, REDO: "🔄", CANCEL: "✖"}
+_EMOJI = {**{str(d): arrow for d, arrow in ARROWS.items()}, REDO: "🔄", CANCEL: "✖", DELETE: "🗑"}
 
 
-CUSTOM_ID = re.compile(r"outpaint:(?P<action>left|right|up|down|redo|cancel):(?P<job_id>[0-9A-Za-z_-]{1,64})")
+CUSTOM_ID = re.compile(
+    r"outpaint:(?P<action>left|right|up|down|redo|cancel|delete):(?P<job_id>[0-9A-Za-z_-]{1,64})"
+)
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
@@ -57,6 +63,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
         jobs = interaction.client.jobs
         if self.action == CANCEL:
             await cancel(interaction, self.job_id)
+        elif self.action == DELETE:
+            await moderation.delete_result(interaction, self.job_id)
         elif self.action == REDO:  # in the direction of the job redone
             await start_job(interaction, Options(None), lambda: jobs.redo_job(self.job_id), "redo")
         else:
@@ -65,23 +73,26 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
 
 
 async def cancel(interaction: discord.Interaction[OutpaintBot], job_id: str) -> None:
-    """Cancel a job, for its requester only (acknowledged privately first: the queue may be slow)."""
+    """Cancel a job, for its requester or a moderator of its server (acknowledged privately first:
+    the queue may be slow)."""
     await interaction.response.defer(ephemeral=True, thinking=True)
     queue = interaction.client.queue
     job = await queue.get(job_id)
     if job is None:
         raise UserError(messages.JOB_GONE)
-    if job.user_id != interaction.user.id:
+    if not moderation.may_act_on(interaction, job.user_id, job.guild_id):
         raise UserError(messages.CANCEL_NOT_YOURS)
     if job.state.terminal:
         raise UserError(messages.ALREADY_FINISHED)
+    if job.user_id != interaction.user.id:
+        log.info("job %s: cancelled by moderator %s", job_id, interaction.user.id)
     await queue.cancel(job_id)
     await interaction.edit_original_response(content=messages.CANCELLING)
 
 
 def result_view(job_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for action in (*EXTEND, REDO):
+    for action in (*EXTEND, REDO, DELETE):
         view.add_item(JobButton(action, job_id))
     return view
 

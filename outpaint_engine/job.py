@@ -41,6 +41,14 @@ class Mode(StrEnum):
     ASPECT = "aspect"  # two opposite sides, to an aspect ratio (``JobSpec.aspect``)
 
 
+class Audience(StrEnum):
+    """Who may see a job's images, as far as content safety goes (the bot tells the worker)."""
+
+    GENERAL = "general"  # a server channel that is not age-restricted
+    AGE_RESTRICTED = "age_restricted"  # an age-restricted ("NSFW") server channel
+    PRIVATE = "private"  # a direct message
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -114,7 +122,8 @@ class Job:
     ``total_steps`` is known once the engine has planned the job (0 before). ``steps_done`` counts
     stored checkpoints: a resumed job continues at step ``steps_done``. ``meta`` is opaque to the
     queue and the engine; the bot keeps its Discord references there (status message id, parent
-    job, interaction token expiry...). The Discord token itself never goes in a job.
+    job, interaction token expiry...). The Discord token itself never goes in a job. ``audience``
+    is where the images will be shown: the worker's content check picks its policy by it.
     """
 
     id: str
@@ -132,6 +141,7 @@ class Job:
     error: str | None = None
     attempts: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    audience: Audience = Audience.GENERAL
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -145,6 +155,7 @@ class Job:
         values = {k: v for k, v in data.items() if k in known}
         values["spec"] = JobSpec.from_dict(values["spec"])
         values["state"] = JobState(values["state"])
+        values["audience"] = Audience(values.get("audience", Audience.GENERAL))
         return cls(**values)
 
 

@@ -62,6 +62,21 @@ def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_classifiers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny ViT image classifiers for the content check, each with fixed scores for any image:
+    ``unsafe`` (nsfw 0.99), ``safe`` (nsfw 0.01), ``mixed`` (normal 0.4, porn 0.3, hentai 0.3)."""
+    from tests.tiny_models import save_image_classifier
+
+    root = tmp_path_factory.mktemp("tiny-classifiers")
+    scores = {
+        "unsafe": {"normal": 0.01, "nsfw": 0.99},
+        "safe": {"normal": 0.99, "nsfw": 0.01},
+        "mixed": {"normal": 0.4, "porn": 0.3, "hentai": 0.3},
+    }
+    return {name: save_image_classifier(root / name, s) for name, s in scores.items()}
+
+
+@pytest.fixture(scope="session")
 def tiny_engine_settings(tiny_model_dir: Path, tiny_ip_adapter_dir: Path) -> dict[str, Any]:
     """Overrides for ``Outpainter.load`` that select the tiny models on the CPU."""
     return {

@@ -1,11 +1,13 @@
-"""Tiny random SDXL + IP-Adapter Plus (+ captioner VLM) models, written to disk in the real layouts.
+"""Tiny random SDXL + IP-Adapter Plus (+ captioner VLM, + safety classifier) models, written to disk
+in the real layouts.
 
 The engine tests load these back through the real loaders (``from_pretrained``,
 ``load_ip_adapter(..., local_files_only=True)``), so the whole loading path runs offline with
 models small enough for a CPU: a UNet of widths (32, 64), a VAE with the real 8× latent scale, two
-32-wide CLIP text encoders and a 32-wide CLIP vision encoder at the real 224-px input size; and a
+32-wide CLIP text encoders and a 32-wide CLIP vision encoder at the real 224-px input size; a
 tiny LLaVA for the optional captioner, and a random Idefics3 (SmolVLM) at a tiny size or at
-SmolVLM-256M's shapes (:func:`save_smolvlm`).
+SmolVLM-256M's shapes (:func:`save_smolvlm`); and a tiny ViT image classifier with fixed answers
+for the content check.
 
 Sizes that must agree (see DESIGN.md, appendix):
 
@@ -47,6 +49,9 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
 )
 
 IMAGE_TOKENS = 16  # tokens per image, as in the real IP-Adapter Plus
@@ -473,6 +478,31 @@ def save_smolvlm(
     model.generation_config.pad_token_id = ids["pad"]
     model.to(dtype).save_pretrained(directory)
     processor.save_pretrained(directory)
+
+
+def save_image_classifier(directory: Path, scores: dict[str, float], seed: int = 0) -> Path:
+    """Write a tiny random ViT image classifier (with its processor) whose labels are the keys of
+    ``scores`` and whose softmax gives those scores for any image: the classification head's weights
+    are zero and its biases the scores' logarithms."""
+    torch.manual_seed(seed)
+    labels = list(scores)
+    side = 32
+    config = ViTConfig(
+        image_size=side,
+        patch_size=16,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    model = ViTForImageClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.log(torch.tensor([scores[label] for label in labels])))
+    model.save_pretrained(directory)
+    ViTImageProcessor(size={"height": side, "width": side}).save_pretrained(directory)
     return directory
 
 

@@ -22,20 +22,25 @@ from outpaint_engine.queue.base import JobQueue, QueueError, QueueUnavailable
 from outpaint_engine.settings import QueueSettings
 
 if TYPE_CHECKING:
+    from outpaint_engine.safety import SafetyCheck
     from outpaint_engine.worker import EngineFactory
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def open_queue(
-    settings: QueueSettings | None = None, *, engine_factory: EngineFactory | None = None
+    settings: QueueSettings | None = None,
+    *,
+    engine_factory: EngineFactory | None = None,
+    safety: SafetyCheck | None = None,
 ) -> JobQueue:
-    """The queue named by ``settings.queue`` (``embedded`` or a Redis URL), not started yet."""
+    """The queue named by ``settings.queue`` (``embedded`` or a Redis URL), not started yet;
+    ``safety`` is the embedded worker's content check."""
     settings = settings or QueueSettings()
     if settings.queue == "embedded":
         from outpaint_engine.queue.embedded import EmbeddedQueue
 
-        return EmbeddedQueue(settings, engine_factory=engine_factory)
+        return EmbeddedQueue(settings, engine_factory=engine_factory, safety=safety)
     if settings.queue.startswith(REDIS_SCHEMES):
         from outpaint_engine.queue.redis import RedisQueue
 

@@ -32,6 +32,7 @@ from outpaint_engine.queue import fair
 from outpaint_engine.queue.base import JobQueue, QueueError
 from outpaint_engine.queue.embedded_worker import EmbeddedWorkerSide
 from outpaint_engine.queue.journal import Journal, Row
+from outpaint_engine.safety import SafetyCheck
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.store import FileImageStore, check_job_id, is_job_id
 from outpaint_engine.worker import EngineFactory, LostClaim, Worker
@@ -48,14 +49,21 @@ class EmbeddedQueue(JobQueue):
     """SQLite-journaled queue with an in-process worker thread.
 
     ``engine_factory`` makes the engine, in the worker thread, when the first job comes (again on
-    the next job if it failed); without it the queue runs no worker (operator use). ``poll_s``
+    the next job if it failed); without it the queue runs no worker (operator use). ``safety`` is the
+    worker's content check (:mod:`outpaint_engine.safety`; none by default). ``poll_s``
     bounds how late a change written by another process (the operator command) is noticed.
     """
 
     def __init__(
-        self, settings: QueueSettings, *, engine_factory: EngineFactory | None = None, poll_s: float = 1.0
+        self,
+        settings: QueueSettings,
+        *,
+        engine_factory: EngineFactory | None = None,
+        poll_s: float = 1.0,
+        safety: SafetyCheck | None = None,
     ) -> None:
         self.settings = settings
+        self.safety = safety
         self.journal = Journal(settings.data_dir / "queue.sqlite3", timeout_s=settings.queue_timeout_s)
         self.images = FileImageStore(settings.data_dir / "jobs")
         self._engine_factory = engine_factory
@@ -77,7 +85,7 @@ class EmbeddedQueue(JobQueue):
             return
         await self._requeue_interrupted()
         self._side = EmbeddedWorkerSide(self, asyncio.get_running_loop())
-        self._worker = Worker(self._side, self._engine_factory, idle_wait_s=self._poll_s)
+        self._worker = Worker(self._side, self._engine_factory, idle_wait_s=self._poll_s, safety=self.safety)
         self._thread = threading.Thread(target=self._worker.serve, name="outpaint-worker", daemon=True)
         self._thread.start()
         self._purger = asyncio.create_task(self._purge_regularly(), name="outpaint-queue-purge")

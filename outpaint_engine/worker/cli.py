@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from outpaint_engine.api import Engine
 from outpaint_engine.queue import REDIS_SCHEMES
 from outpaint_engine.queue.base import QueueError
+from outpaint_engine.safety import SafetyCheck, SafetySettings
 from outpaint_engine.settings import EngineSettings, QueueSettings, describe_setting_error
 from outpaint_engine.worker.loop import EngineFactory, Worker
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     try:
-        settings, engine_settings = QueueSettings(), EngineSettings()
+        settings, engine_settings, safety = QueueSettings(), EngineSettings(), SafetySettings()
     except ValidationError as error:
         print(f"outpaint-worker: {describe_setting_error(error)}", file=sys.stderr)
         return 2
@@ -104,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             f"outpaint-worker: cannot reach Redis at {describe_url(settings.queue)}: {error}", file=sys.stderr
         )
         return 1
-    worker = Worker(side, _engine_factory(args.engine, engine_settings), idle_wait_s=side.idle_wait_s)
+    worker = Worker(
+        side,
+        _engine_factory(args.engine, engine_settings),
+        idle_wait_s=side.idle_wait_s,
+        safety=SafetyCheck(safety),
+    )
     try:
         with _stop_signals_interrupt():
             worker.engine()

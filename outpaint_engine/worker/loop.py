@@ -6,11 +6,11 @@ in a thread of the bot process; ``outpaint-worker`` (:mod:`outpaint_engine.worke
 against a Redis queue.
 
 Outcomes: a cancelled job publishes ``Cancelled``; a request the engine cannot do (``PlanError``,
-``ImageInputError``) fails at once with the engine's own sentence; anything else is logged with its
-traceback and retried, unless the job has now stalled (made no progress) on ``max_deliveries``
-deliveries: then it fails with a polite generic reason (Redis also moves it to the dead-letter
-stream). A worker that stops hands its jobs back; the next worker continues after the last
-checkpoint.
+``ImageInputError``) or a canvas the content check blocks (:mod:`outpaint_engine.safety`) fails at
+once with its own sentence; anything else is logged with its traceback and retried, unless the job
+has now stalled (made no progress) on ``max_deliveries`` deliveries: then it fails with a polite
+generic reason (Redis also moves it to the dead-letter stream). A worker that stops hands its jobs
+back; the next worker continues after the last checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from outpaint_engine.api import Checkpoint, Engine, StepProgress
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import JobCancelledError, Progress
 from outpaint_engine.plan import PlanError
+from outpaint_engine.safety import ContentBlocked, JobReview, SafetyCheck, engine_device
 from outpaint_engine.worker.side import Claim, LostClaim, WorkerSide
 
 log = logging.getLogger("outpaint.worker")
@@ -46,10 +47,18 @@ class Worker:
     several threads may serve one worker: once the engine is loaded, :meth:`serve` starts
     ``engine.concurrency - 1`` more serving threads (the real engine batches their UNet steps)."""
 
-    def __init__(self, side: WorkerSide, engine_factory: EngineFactory, *, idle_wait_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        side: WorkerSide,
+        engine_factory: EngineFactory,
+        *,
+        idle_wait_s: float = 1.0,
+        safety: SafetyCheck | None = None,
+    ) -> None:
         self.side = side
         self.engine_factory = engine_factory
         self.idle_wait_s = idle_wait_s
+        self.safety = safety or SafetyCheck()  # the content check; off without settings
         self._engine: Engine | None = None
         self._stop = threading.Event()
         self._lock = threading.RLock()  # stop() may run in a signal handler on a serving thread
@@ -64,6 +73,7 @@ class Worker:
                 log.info("loading the engine")
                 self._engine = self.engine_factory()
                 self._start_helpers()
+            self.safety.load(engine_device(self._engine))  # once, after the engine (its device)
             return self._engine
 
     def _start_helpers(self) -> None:
@@ -150,7 +160,7 @@ class Worker:
                 else:
                     log.info("job %s: cancelled", job.id)
                     self.side.cancelled(claim)
-            except (PlanError, ImageInputError) as error:
+            except (PlanError, ImageInputError, ContentBlocked) as error:
                 log.info("job %s: refused: %s", job.id, error)
                 self.side.failed(claim, str(error), retry=False)
             except Exception as error:
@@ -183,14 +193,17 @@ class Worker:
             side.failed(claim, CHECKPOINT_GONE, retry=False)
             return
         resume = Checkpoint(stored[0], decode_png(stored[1])) if stored else None
+        review = self.safety.review(job, source_png, stored[1] if stored else None)
+        review.check_start()  # a flag from the source or the checkpoint is kept
         side.started(claim, total)
         last_step, canvas = (resume.steps_done - 1, resume.canvas) if resume else (-1, None)
         if last_step < total - 1:
-            report = self._reporter(claim, total)
+            report = self._reporter(claim, total, review)
             began = time.monotonic()
             for result in engine.run(source, job.spec, resume=resume, progress=report, cancel=claim.cancel):
                 height, width = result.canvas.shape[:2]
-                png = encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL)
+                review.check(result.canvas, result.step)
+                png = review.stamp(encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL))
                 side.checkpoint(claim, result.step, png, width, height)
                 now = time.monotonic()
                 side.record_step_time(now - began)
@@ -201,13 +214,14 @@ class Worker:
         side.done(claim, last_step, canvas.shape[1], canvas.shape[0])
         log.info("job %s: done", job.id)
 
-    def _reporter(self, claim: Claim, total: int) -> Callable[[StepProgress], None]:
+    def _reporter(self, claim: Claim, total: int, review: JobReview) -> Callable[[StepProgress], None]:
         last_preview = 0.0
 
         def report(p: StepProgress) -> None:
             nonlocal last_preview
             preview = None
-            if p.preview is not None and time.monotonic() - last_preview >= PREVIEW_EVERY_S:
+            due = time.monotonic() - last_preview >= PREVIEW_EVERY_S
+            if p.preview is not None and due and not review.flagged:  # a flagged job shows none
                 preview = preview_jpeg(p.preview)
                 last_preview = time.monotonic()
             step_s = self.side.step_time()

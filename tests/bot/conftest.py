@@ -20,6 +20,7 @@ from bot.app import OutpaintBot
 from bot.settings import BotSettings
 from outpaint_engine.queue import JobQueue, open_queue
 from outpaint_engine.queue.embedded import EmbeddedQueue
+from outpaint_engine.safety import SafetyCheck
 from outpaint_engine.settings import EngineSettings, QueueSettings
 from tests.bot.processes import QUEUE_TESTS, Processes
 from tests.fakediscord import (
@@ -96,6 +97,7 @@ class Harness:
         self.queue = queue  # "embedded" (its worker runs ``engine``) or a Redis URL (no worker)
         self.engine = FastEngineDouble()
         self.engine_settings = EngineSettings(_env_file=None, window=WINDOW, steps=2)
+        self.safety: SafetyCheck | None = None  # the embedded worker's content check, and the word list
 
     def settings(self, **overrides: Any) -> BotSettings:
         values: dict[str, Any] = {"cooldown_s": 0, "edit_interval_s": 0, "previews": False, **overrides}
@@ -104,7 +106,9 @@ class Harness:
     def bot(self, *, sync: bool = True, **overrides: Any) -> OutpaintBot:
         settings = QueueSettings(_env_file=None, queue=self.queue, data_dir=self.data_dir, heartbeat_s=0.2)
         if self.queue == "embedded":
-            queue: JobQueue = EmbeddedQueue(settings, engine_factory=lambda: self.engine, poll_s=0.05)
+            queue: JobQueue = EmbeddedQueue(
+                settings, engine_factory=lambda: self.engine, poll_s=0.05, safety=self.safety
+            )
         else:
             queue = open_queue(settings)  # as `outpaint-bot` opens it: no engine in the bot
         return OutpaintBot(
@@ -113,6 +117,7 @@ class Harness:
             engine=self.engine_settings,
             data_dir=self.data_dir,
             sync_commands=sync,
+            words=self.safety.words if self.safety else None,
             guild_ready_timeout=0.1,
         )
 

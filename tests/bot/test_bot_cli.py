@@ -47,6 +47,9 @@ def test_a_bad_setting_is_named_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     done = run_bot(tmp_path, OUTPAINT_WINDOW="big", DISCORD_TOKEN="x")  # an engine setting
     assert done.returncode == 2 and done.stderr.startswith("outpaint-bot: bad setting OUTPAINT_WINDOW: ")
+    done = run_bot(tmp_path, OUTPAINT_BLOCKED_WORDS_FILE="missing.txt", DISCORD_TOKEN="x")  # a safety one
+    assert done.returncode == 2
+    assert done.stderr.startswith("outpaint-bot: bad setting OUTPAINT_BLOCKED_WORDS_FILE: ")
     done = run_bot(tmp_path, OUTPAINT_QUEUE="rabbitmq://host", DISCORD_TOKEN="x")  # before any network
     assert done.returncode == 1
     assert done.stderr == "outpaint-bot: Unknown queue 'rabbitmq://host': use 'embedded' or a redis:// URL.\n"

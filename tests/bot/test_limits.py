@@ -1,6 +1,9 @@
-"""Per-user and per-guild caps, cooldown, allowlist and option bounds."""
+"""Per-user and per-guild caps, a guild's expansions per day, cooldown, allowlist, option bounds and
+the word list."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -8,6 +11,7 @@ from bot import messages
 from bot.errors import UserError
 from bot.limits import Limits, Owner
 from bot.settings import BotSettings
+from outpaint_engine.safety import WordList
 
 
 class Clock:
@@ -116,3 +120,50 @@ def test_canvas_cap_on_side_and_pixels() -> None:
         limits.check_canvas(4352, 1024)
     with pytest.raises(UserError, match="at most 4096 px on a side and 8,000,000 pixels in all"):
         limits.check_canvas(3000, 3000)
+
+
+def test_expansions_per_guild_per_day() -> None:
+    wall = Clock()
+    wall.now = 5 * 86_400 + 3600.0  # 01:00 UTC
+    limits = Limits(
+        BotSettings(
+            _env_file=None, max_guild_expansions_per_day=5, max_user_jobs=9, max_guild_jobs=9, cooldown_s=0
+        ),
+        clock=Clock(),
+        wall_clock=wall,
+    )
+    limits.reserve(ALICE, times=3).commit("a1")
+    with pytest.raises(UserError) as refused:
+        limits.reserve(BOB, times=3)
+    assert str(refused.value).startswith("This server has 2 of its 5 expansions for today left.")
+    reset = int(time.time() + 23 * 3600)  # the refusal says when: midnight UTC
+    assert any(f"<t:{at}:R>" in str(refused.value) for at in (reset - 1, reset, reset + 1))
+    # A request that is not queued after all gives the guild its expansions back:
+    with limits.reserve(BOB, times=2), pytest.raises(UserError, match="used all 5"):
+        limits.reserve(CAROL)
+    limits.reserve(CAROL, times=2).commit("c1")
+    limits.reserve(Owner(4, 20), times=5).commit("d1")  # another guild has its own count
+    limits.reserve(Owner(5, None), times=5).commit("e1")  # and DMs have none
+    with pytest.raises(UserError):
+        limits.check(BOB)
+
+    wall.now += 23 * 3600  # midnight UTC: a new day
+    limits.reserve(BOB, times=5).commit("b2")
+    limits.quota.restore({10: 4})  # what the journal says (at start)
+    limits.check(BOB)
+    with pytest.raises(UserError):
+        limits.check(BOB, times=2)
+
+
+def test_no_daily_limit_with_zero() -> None:
+    limits = make(max_guild_expansions_per_day=0, max_user_jobs=99, max_guild_jobs=99, cooldown_s=0)
+    for n in range(20):
+        limits.reserve(ALICE, times=5).commit(f"a{n}")
+
+
+def test_prompts_with_a_listed_word_are_refused() -> None:
+    limits = Limits(BotSettings(_env_file=None), words=WordList(["gore"]))
+    with pytest.raises(UserError) as refused:
+        limits.check(ALICE, prompt="some GORE please")
+    assert str(refused.value) == messages.PROMPT_NOT_ALLOWED
+    limits.check(ALICE, prompt="a misty forest", negative_prompt="gore")

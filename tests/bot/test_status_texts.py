@@ -1,4 +1,4 @@
-"""How the status message names the steps of a job."""
+"""How the status message names the steps of a job, and how a long /queue fits one message."""
 
 from __future__ import annotations
 
@@ -22,3 +22,13 @@ def test_without_a_square_up_every_step_is_an_expansion() -> None:
     assert messages.expanded("⬆ up ×1", 0, 2, 1, 64, 64) == (
         "🎨 ⬆ up ×1: squared up to 64×64; the expansion comes next."
     )
+
+
+def test_a_long_queue_listing_fits_one_message() -> None:
+    lines = [f"`job{n:02d}` " + "x" * 90 for n in range(40)]
+    text = messages.listing(lines, "empty")
+    shown = text.splitlines()
+    assert len(text) <= messages.QUEUE_TEXT_LIMIT
+    assert shown[-1] == f"… and {40 - (len(shown) - 1)} more." and shown[:-1] == lines[: len(shown) - 1]
+    assert messages.listing(lines[:3], "empty") == "\n".join(lines[:3])
+    assert messages.listing([], "empty") == "empty"

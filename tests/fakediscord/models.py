@@ -21,6 +21,7 @@ ADMINISTRATOR = 1 << 3
 ADD_REACTIONS = 1 << 6
 VIEW_CHANNEL = 1 << 10
 SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
 EMBED_LINKS = 1 << 14
 ATTACH_FILES = 1 << 15
 READ_MESSAGE_HISTORY = 1 << 16
@@ -119,6 +120,7 @@ class Channel:
     name: str
     type: int = 0  # GUILD_TEXT
     position: int = 0
+    nsfw: bool = False  # age-restricted
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -130,7 +132,7 @@ class Channel:
             "permission_overwrites": [],
             "parent_id": None,
             "topic": None,
-            "nsfw": False,
+            "nsfw": self.nsfw,
             "rate_limit_per_user": 0,
             "last_message_id": None,
             "flags": 0,
@@ -149,6 +151,9 @@ class Guild:
     """Overrides the tier's upload limit: sent as the interactions' ``attachment_size_limit`` and
     enforced on uploads. discord.py's ``Guild.filesize_limit`` only knows the tier limits."""
     everyone_permissions: int = DEFAULT_PERMISSIONS
+    member_permissions: dict[int, int] = field(default_factory=dict)
+    """A member's permissions in interactions (``member.permissions``), by user id; the others have
+    ``everyone_permissions``."""
     bot_is_member: bool = True
     joined_at: str = field(default_factory=now_iso)
 
@@ -162,6 +167,10 @@ class Guild:
     def channel(self) -> Channel:
         """The first text channel."""
         return next(c for c in self.channels if c.type == 0)
+
+    def permissions_of(self, user_id: int) -> int:
+        """What an interaction of ``user_id`` says the member may do here."""
+        return self.member_permissions.get(user_id, self.everyone_permissions)
 
     def has_permission(self, bit: int) -> bool:
         perms = self.everyone_permissions

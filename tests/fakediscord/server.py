@@ -251,6 +251,15 @@ class FakeDiscord:
         (role,) = guild.role_payloads()
         await self.gateway.dispatch("GUILD_ROLE_UPDATE", {"guild_id": str(guild.id), "role": role})
 
+    async def set_channel_nsfw(self, channel: Channel, nsfw: bool = True) -> None:
+        """Mark a channel age-restricted (or not); sends CHANNEL_UPDATE."""
+        channel.nsfw = nsfw
+        await self.gateway.dispatch("CHANNEL_UPDATE", channel.payload())
+
+    def set_member_permissions(self, guild: Guild, user: User, permissions: int) -> None:
+        """What ``user``'s interactions in ``guild`` say they may do (``interaction.permissions``)."""
+        guild.member_permissions[user.id] = permissions
+
     async def set_premium_tier(self, guild: Guild, tier: int, *, upload_limit: int | None = None) -> None:
         """Change a guild's boost tier (and upload limit override); sends GUILD_UPDATE."""
         guild.premium_tier, guild.upload_limit = tier, upload_limit

@@ -465,7 +465,7 @@ class FakeState:
             "channel": channel.payload(),
             "member": {
                 **guild.member_payload(user),
-                "permissions": str(guild.everyone_permissions),
+                "permissions": str(guild.permissions_of(user.id)),
             },
             "token": token,
             "version": 1,

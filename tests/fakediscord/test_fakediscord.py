@@ -12,7 +12,7 @@ from discord import app_commands
 from PIL import Image
 
 from . import FakeDiscord, Upload
-from .models import READ_MESSAGE_HISTORY
+from .models import DEFAULT_PERMISSIONS, MANAGE_MESSAGES, READ_MESSAGE_HISTORY
 
 TIMEOUT = 30
 
@@ -159,6 +159,27 @@ async def test_button_click_reaches_the_view(fake: FakeDiscord) -> None:
     assert [v.content for v in stored.versions] == ["pick", "clicked"]
     with pytest.raises(LookupError):
         await fake.click_button(stored, "no-such-button")
+
+
+async def test_age_restricted_channels_and_member_permissions(fake: FakeDiscord) -> None:
+    fake.set_member_permissions(fake.guild, fake.bob, DEFAULT_PERMISSIONS | MANAGE_MESSAGES)
+    probe = Probe()
+    async with fake.running(probe):
+        updated = asyncio.ensure_future(probe.wait_for("guild_channel_update"))
+        await asyncio.sleep(0)  # the listener is registered
+        await fake.set_channel_nsfw(fake.channel)
+        before, after = await asyncio.wait_for(updated, TIMEOUT)
+        assert (before.is_nsfw(), after.is_nsfw()) == (False, True)
+        channel = probe.get_channel(fake.channel.id)
+        assert isinstance(channel, discord.TextChannel)
+        sent = await channel.send("pick", view=ButtonView(probe))
+        for user, moderator in ((fake.bob, True), (fake.carol, False)):
+            seen = asyncio.ensure_future(probe.wait_for("interaction"))
+            await asyncio.sleep(0)
+            await fake.click_button(fake.message(sent.id), "probe:again", user=user)
+            interaction = await asyncio.wait_for(seen, TIMEOUT)
+            assert interaction.permissions.manage_messages is moderator
+            assert isinstance(interaction.channel, discord.TextChannel) and interaction.channel.is_nsfw()
 
 
 async def test_reply_reaches_on_message_with_reference(fake: FakeDiscord) -> None:

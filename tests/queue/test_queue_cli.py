@@ -210,3 +210,17 @@ def test_the_worker_says_why_its_engine_did_not_load(
 ) -> None:
     assert worker_cli.main(["--queue", shared_redis.url, "--engine", "engine_double:broken"]) == 1
     assert capsys.readouterr().err == "outpaint-worker: cannot load the engine: no CUDA device here\n"
+
+
+def test_the_worker_checks_its_content_check_settings_and_model(
+    shared_redis, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTPAINT_SAFETY_POLICY", "hide")
+    assert worker_cli.main(["--queue", shared_redis.url, "--engine", "engine_double:from_env"]) == 2
+    assert capsys.readouterr().err.startswith("outpaint-worker: bad setting OUTPAINT_SAFETY_POLICY: ")
+    monkeypatch.delenv("OUTPAINT_SAFETY_POLICY")
+    monkeypatch.setenv("OUTPAINT_SAFETY_MODEL", str(tmp_path / "no-such-classifier"))
+    assert worker_cli.main(["--queue", shared_redis.url, "--engine", "engine_double:from_env"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("outpaint-worker: cannot load the engine: could not load the safety classifier ")
+    assert err.count("\n") == 1
