@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from outpaint_engine.differential import (
 )
 from outpaint_engine.job import CancelToken, Direction, JobSpec
 from outpaint_engine.models import Models, load_captioner, load_models
+from outpaint_engine.observability.stages import WARMING, report_load_stage, timed, unmeasured
 from outpaint_engine.plan import Plan, PlanStep, Window, plan_job
 from outpaint_engine.settings import EngineSettings
 
@@ -80,9 +82,14 @@ class Outpainter:
         if unknown:
             raise TypeError(f"unknown engine settings: {', '.join(sorted(unknown))}")
         settings = settings.model_copy(update=overrides)
+        began = time.monotonic()
+        log.info("loading the weights of %s", settings.model)
         engine = cls(load_models(settings), settings, load_captioner(settings))
+        log.info("weights loaded in %.1f s", time.monotonic() - began)
         if engine.models.compiled:
-            engine.warm_up()
+            report_load_stage(WARMING)  # the worker's state: waiting jobs say "warming up the GPU"
+            with unmeasured():
+                engine.warm_up()
         return engine
 
     def warm_up(self) -> None:
@@ -91,8 +98,9 @@ class Outpainter:
 
         The job has a prompt, so the captioner (never compiled) is not asked for one.
         """
-        s = self.settings
+        s, began = self.settings, time.monotonic()
         log.info("compiling the UNet (%s): this takes a few minutes on a first start", s.compile)
+        log.info("compiling and capturing the UNet for 1 job at once")
         ramp = np.linspace(0, 255, s.window, dtype=np.float32).astype(np.uint8)
         source = np.dstack([np.tile(ramp, (s.window, 1))] * 3)
         spec = JobSpec(
@@ -103,6 +111,7 @@ class Outpainter:
             for _ in self.run(source, spec):
                 pass
         self._warm_up_batches(spec)
+        log.info("warm-up done in %.1f s", time.monotonic() - began)
 
     @torch.inference_mode()
     def _warm_up_batches(self, spec: JobSpec) -> None:
@@ -118,7 +127,7 @@ class Outpainter:
         scheduler.set_timesteps(spec.steps, device=m.device)
         latent = spec.window // 8
         for jobs in range(2, self.concurrency + 1):
-            log.info("warming up the UNet for %d jobs at once", jobs)
+            log.info("compiling and capturing the UNet for %d jobs at once", jobs)
 
             def times(tensor: torch.Tensor, jobs: int = jobs) -> torch.Tensor:
                 return torch.cat([tensor] * jobs)
@@ -243,14 +252,15 @@ class Outpainter:
         models = self.models
         ys, xs = canvas.window_slices(window, grown.shape)
         window_known = known[ys, xs]
-        maps = device_canvas.window_maps(window_known, spec, models.device)
-        image_embeds = None
-        if models.ip_adapter:  # the newest real pixels, never the fill
-            crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
-            image_embeds = models.encode_crops(crops, guidance=spec.guidance > 1)
-        filled = canvas.prefill(grown[ys, xs], window_known, scale=FILL_SCALES[self.settings.fill])
-        x0 = models.encode_image(filled)
-        with models.batcher.joined():
+        with timed("prepare"):  # stage durations for the metrics (no synchronisation added)
+            maps = device_canvas.window_maps(window_known, spec, models.device)
+            image_embeds = None
+            if models.ip_adapter:  # the newest real pixels, never the fill
+                crops = canvas.ip_crops(canvas.newest_known(grown, known, window, spec.direction))
+                image_embeds = models.encode_crops(crops, guidance=spec.guidance > 1)
+            filled = canvas.prefill(grown[ys, xs], window_known, scale=FILL_SCALES[self.settings.fill])
+            x0 = models.encode_image(filled)
+        with models.batcher.joined(), timed("unet_loop"):
             latents = denoise(
                 models.batcher,
                 models.new_scheduler(),
@@ -262,4 +272,5 @@ class Outpainter:
                 generator=torch.Generator("cpu").manual_seed(seed),
                 on_step=on_step,
             )
-        device_canvas.merge(grown, known, window, models.decode_pixels(latents), maps.keep)
+        with timed("decode_merge"):
+            device_canvas.merge(grown, known, window, models.decode_pixels(latents), maps.keep)
