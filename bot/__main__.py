@@ -21,7 +21,7 @@ from bot.app import OutpaintBot
 from bot.lifecycle import serve
 from bot.settings import BotSettings
 from outpaint_engine.api import Engine
-from outpaint_engine.observability.logs import setup_logging
+from outpaint_engine.observability.logs import route_library_logs, setup_logging
 from outpaint_engine.observability.server import OpsServerError
 from outpaint_engine.queue import open_queue
 from outpaint_engine.queue.base import QueueError
@@ -30,6 +30,7 @@ from outpaint_engine.settings import EngineSettings, OpsSettings, QueueSettings,
 
 def load_engine(settings: EngineSettings) -> Engine:
     """The real engine; only the embedded queue's worker thread calls this, as the bot starts."""
+    route_library_logs()  # before the engine's libraries log anything
     from outpaint_engine.runner import Outpainter
 
     return Outpainter.load(settings)

@@ -9,8 +9,9 @@ Two formats (``OUTPAINT_LOG_FORMAT``), both one line per record on stderr:
 
 Job events go through :func:`job_event`: one line per event with the job's id, user and guild
 ids, and durations in seconds (fields ending in ``_s``). Secrets never reach the output: the
-values given to :func:`setup_logging` (the Discord token) and the interaction tokens in Discord's
-webhook URLs are masked in every line, tracebacks included.
+values given to :func:`setup_logging` (the Discord token), and the interaction tokens in
+Discord's webhook URLs and in logged payloads (``"token": …``), are masked in every line,
+tracebacks included.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ MASK = "***"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _URL_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[\w.\-]{20,}")
 """An interaction token inside a Discord webhook or callback URL (discord.py logs URLs at DEBUG)."""
+_FIELD_TOKEN = re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+""")
+"""A ``token`` field in a logged payload (discord.py logs gateway events, interactions', at DEBUG)."""
 
 
 class _Redactor:
@@ -37,7 +40,8 @@ class _Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, MASK)
-        return _URL_TOKEN.sub(rf"\g<1>{MASK}", text)
+        text = _URL_TOKEN.sub(rf"\g<1>{MASK}", text)
+        return _FIELD_TOKEN.sub(rf"\g<1>{MASK}", text)
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -116,6 +120,26 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_of(level))
+    logging.captureWarnings(True)  # Python warnings become records too (logger "py.warnings")
+
+
+def route_library_logs() -> None:
+    """Send diffusers' and transformers' records through the one handler (each has its own by
+    default) and turn their progress bars off, so a service's log stays one record per line in
+    its format. Where the engine loads (this imports both: transformers first, as importing
+    diffusers makes transformers log)."""
+    import transformers
+
+    _route(transformers.utils.logging)
+    import diffusers
+
+    _route(diffusers.utils.logging)
+
+
+def _route(library: Any) -> None:
+    library.disable_default_handler()
+    library.enable_propagation()
+    library.disable_progress_bar()
 
 
 class _JobLike(Protocol):

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from outpaint_engine.api import Engine
 from outpaint_engine.observability.gpu import GpuMemoryCollector
-from outpaint_engine.observability.logs import setup_logging
+from outpaint_engine.observability.logs import route_library_logs, setup_logging
 from outpaint_engine.observability.server import Health, OpsServer, OpsServerError
 from outpaint_engine.queue import REDIS_SCHEMES
 from outpaint_engine.queue.base import QueueError
@@ -48,6 +48,7 @@ def _engine_factory(spec: str | None, settings: EngineSettings) -> EngineFactory
         return getattr(importlib.import_module(module), name)
 
     def load() -> Engine:
+        route_library_logs()  # before the engine's libraries log anything
         from outpaint_engine.runner import Outpainter
 
         return Outpainter.load(settings)

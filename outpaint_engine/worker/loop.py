@@ -286,12 +286,12 @@ class Worker:
             report = self._reporter(claim, total)
             began = time.monotonic()
             for result in engine.run(source, job.spec, resume=resume, progress=report, cancel=claim.cancel):
+                EXPANSION_SECONDS.labels("expansion").observe(time.monotonic() - began)  # the engine's time
                 height, width = result.canvas.shape[:2]
                 png = encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL)
                 side.checkpoint(claim, result.step, png, width, height)
                 now = time.monotonic()
                 side.record_step_time(now - began)
-                EXPANSION_SECONDS.labels("expansion").observe(now - began)
                 began = now
                 last_step, canvas = result.step, result.canvas
         if canvas is None or last_step != total - 1:

@@ -20,7 +20,8 @@ from bot.app import OutpaintBot
 from bot.settings import BotSettings
 from outpaint_engine.queue import JobQueue, open_queue
 from outpaint_engine.queue.embedded import EmbeddedQueue
-from outpaint_engine.settings import EngineSettings, QueueSettings
+from outpaint_engine.settings import EngineSettings, OpsSettings, QueueSettings
+from outpaint_engine.worker import EngineFactory
 from tests.bot.processes import QUEUE_TESTS, Processes
 from tests.fakediscord import (
     WAIT_S,
@@ -95,7 +96,10 @@ class Harness:
         self.data_dir = data_dir
         self.queue = queue  # "embedded" (its worker runs ``engine``) or a Redis URL (no worker)
         self.engine = FastEngineDouble()
+        self.engine_factory: EngineFactory | None = None  # default: returns ``engine``
+        self.load_engine_at_start = False  # as the queue tests: the engine comes with the first job
         self.engine_settings = EngineSettings(_env_file=None, window=WINDOW, steps=2)
+        self.ops: OpsSettings | None = None  # the metrics and health server: off
 
     def settings(self, **overrides: Any) -> BotSettings:
         values: dict[str, Any] = {"cooldown_s": 0, "edit_interval_s": 0, "previews": False, **overrides}
@@ -104,7 +108,12 @@ class Harness:
     def bot(self, *, sync: bool = True, **overrides: Any) -> OutpaintBot:
         settings = QueueSettings(_env_file=None, queue=self.queue, data_dir=self.data_dir, heartbeat_s=0.2)
         if self.queue == "embedded":
-            queue: JobQueue = EmbeddedQueue(settings, engine_factory=lambda: self.engine, poll_s=0.05)
+            queue: JobQueue = EmbeddedQueue(
+                settings,
+                engine_factory=self.engine_factory or (lambda: self.engine),
+                load_engine_at_start=self.load_engine_at_start,
+                poll_s=0.05,
+            )
         else:
             queue = open_queue(settings)  # as `outpaint-bot` opens it: no engine in the bot
         return OutpaintBot(
@@ -113,6 +122,7 @@ class Harness:
             engine=self.engine_settings,
             data_dir=self.data_dir,
             sync_commands=sync,
+            ops=self.ops,
             guild_ready_timeout=0.1,
         )
 
