@@ -1,7 +1,7 @@
 """The bot: a discord.py client wired to the job queue.
 
-Its life: ``setup_hook`` (after login, before the gateway) opens the bot's journal and the queue,
-starts the metrics and health server when a port is set (:mod:`bot.observability`), registers the
+Its life: ``setup_hook`` (after login, before the gateway) starts the metrics and health server
+when a port is set (:mod:`bot.observability`), opens the bot's journal and the queue, registers the
 persistent buttons, syncs the commands when asked to, and resumes showing every job it had not
 finished showing (their owners' caps rebuilt from the journal). ``close`` first lets the requests
 being taken in finish (``shutdown_grace_s``), then stops all of it in the reverse order.
@@ -78,9 +78,9 @@ class OutpaintBot(discord.Client):
         commands.register(self)
 
     async def setup_hook(self) -> None:
+        self.ops.start()
         await self.store.open()
         await self.queue.start()
-        self.ops.start()
         self.add_dynamic_items(JobButton)
         if self.sync_commands:
             await self.sync()

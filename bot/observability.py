@@ -49,8 +49,9 @@ class BotOps:
         self.connected = False
 
     def start(self) -> None:
-        """Serve, when a port is set (call on the event loop, once the queue has started);
-        raises :class:`~outpaint_engine.observability.server.OpsServerError`."""
+        """Serve, when a port is set (call on the event loop, before the queue starts, so a taken
+        port stops the bot before its engine loads); raises
+        :class:`~outpaint_engine.observability.server.OpsServerError`."""
         if self.settings is None or self.settings.metrics_port is None:
             return
         self._loop = asyncio.get_running_loop()
@@ -59,12 +60,11 @@ class BotOps:
         health.readiness["gateway"] = self._gateway_connected
         health.readiness["queue"] = self._queue_answers
         health.info["workers"] = lambda: [w.to_dict() for w in self.ask(self.bot.queue.workers)]
-        collectors: list[Any] = [
+        collectors = [
             BotCollector(self.bot, self.ask, lambda: self.connected),
+            WorkerCollector(self.bot.queue.local_worker),  # the embedded worker, once the queue started
             GpuMemoryCollector(),
         ]
-        if (worker := self.bot.queue.local_worker()) is not None:
-            collectors.append(WorkerCollector(worker))
         self.server = OpsServer(self.settings.metrics_host, self.settings.metrics_port, health, collectors)
         self.server.start()
 

@@ -97,7 +97,7 @@ def _ops_server(ops: OpsSettings, worker: Worker) -> OpsServer | None:
     health = Health()
     health.readiness["engine"] = engine_ready
     health.info["worker"] = lambda: worker.status.to_dict()
-    collectors = [WorkerCollector(worker), GpuMemoryCollector()]
+    collectors = [WorkerCollector(lambda: worker), GpuMemoryCollector()]
     return OpsServer(ops.metrics_host, ops.metrics_port, health, collectors)
 
 

@@ -4,7 +4,7 @@ state of one worker read at each scrape (its own process's server serves it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
@@ -45,13 +45,16 @@ JOB_RUN = Histogram(
 
 class WorkerCollector(Collector):
     """``outpaint_worker_state``, ``outpaint_worker_load_seconds`` and ``outpaint_worker_jobs_running``
-    of one worker, read at each scrape."""
+    of the worker that ``worker()`` gives (nothing while it gives None), read at each scrape."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Callable[[], Worker | None]) -> None:
         self.worker = worker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        status = self.worker.status
+        worker = self.worker()
+        if worker is None:
+            return
+        status = worker.status
         state = GaugeMetricFamily(
             "outpaint_worker_state",
             "1 for the worker's current state: idle (engine not loaded yet), loading (weights), "
@@ -67,8 +70,8 @@ class WorkerCollector(Collector):
             "capturing CUDA graphs).",
             labels=["stage"],
         )
-        for stage, seconds in dict(self.worker.load_seconds).items():
+        for stage, seconds in dict(worker.load_seconds).items():
             load.add_metric([stage], seconds)
         yield load
-        running = self.worker.running
+        running = worker.running
         yield GaugeMetricFamily("outpaint_worker_jobs_running", "Jobs this worker is running now.", running)
