@@ -1,10 +1,11 @@
 """The bot: a discord.py client wired to the job queue.
 
-Its life: ``setup_hook`` (after login, before the gateway) opens the bot's journal and the queue,
-registers the persistent buttons, syncs the commands when asked to, and resumes showing every job
-it had not finished showing (their owners' caps, and the guilds' expansions today, rebuilt from the
-journal). ``close`` first lets the
-requests being taken in finish (``shutdown_grace_s``), then stops all of it in the reverse order.
+Its life: ``setup_hook`` (after login, before the gateway) starts the metrics and health server
+when a port is set (:mod:`bot.observability`), opens the bot's journal and the queue, registers the
+persistent buttons, syncs the commands when asked to, and resumes showing every job it had not
+finished showing (their owners' caps, and the guilds' expansions today, rebuilt from the journal).
+``close`` first lets the requests being taken in finish (``shutdown_grace_s``), then stops all of
+it in the reverse order.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from bot.interactions import report_error
 from bot.jobs import JobService
 from bot.lifecycle import InFlight
 from bot.limits import Limits
+from bot.metrics import discord_trace
+from bot.observability import BotOps
 from bot.settings import BotSettings
 from bot.store import BotStore
 from bot.views import JobButton, is_ours
 from outpaint_engine.queue.base import JobQueue
 from outpaint_engine.safety import WordList
-from outpaint_engine.settings import EngineSettings
+from outpaint_engine.settings import EngineSettings, OpsSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +57,13 @@ class OutpaintBot(discord.Client):
         data_dir: Path,
         sync_commands: bool = False,
         words: WordList | None = None,
+        ops: OpsSettings | None = None,
         **client_options: object,
     ) -> None:
         super().__init__(
             intents=intents_for(settings),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            http_trace=discord_trace(),  # Discord's answers and rate limits, for the metrics
             **client_options,
         )
         self.settings = settings
@@ -69,12 +74,14 @@ class OutpaintBot(discord.Client):
         self.delivery = Delivery(self)
         self.inflight = InFlight()
         self.forms = commands.OpenForms()
+        self.ops = BotOps(self, ops)
         self._stopping: asyncio.Future[None] | None = None
         self.tree = app_commands.CommandTree(self)
         self.sync_commands = sync_commands
         commands.register(self)
 
     async def setup_hook(self) -> None:
+        self.ops.start()
         await self.store.open()
         await self.queue.start()
         self.add_dynamic_items(JobButton)
@@ -96,8 +103,15 @@ class OutpaintBot(discord.Client):
             log.info("synced %d commands globally (may take up to an hour to show)", len(synced))
 
     async def on_ready(self) -> None:
+        self.ops.gateway_ready()
         log.info("logged in as %s in %d guilds", self.user, len(self.guilds))
         log.info("invite link: %s", messages.invite_url(self.application_id or "YOUR_APPLICATION_ID"))
+
+    async def on_resumed(self) -> None:
+        self.ops.gateway_ready()
+
+    async def on_disconnect(self) -> None:
+        self.ops.gateway_lost()
 
     async def on_message(self, message: discord.Message) -> None:
         await replies.handle_message(self, message)
@@ -130,3 +144,4 @@ class OutpaintBot(discord.Client):
         await super().close()
         await self.queue.close()
         await self.store.close()
+        self.ops.close()

@@ -14,6 +14,9 @@ Nothing ends a follower but the job's outcome shown (or the job gone from the qu
   doubling up to ``reconnect_max_s``), resubscribing after the last event it handled, for as long
   as it takes. Discord errors that are not the request's fault (5xx, dropped connections) are
   waited out the same way.
+- **Warm-ups.** While no worker is ready and one is loading or compiling its engine, a waiting job
+  says "warming up the GPU" instead of an ETA (checked with each queue update and position
+  refresh).
 - **Restarts.** Where each job is shown, the last event shown, and the result once posted are
   journaled in :class:`~bot.store.BotStore`; a restarted bot picks every unfinished job up again.
 - **Exactly once.** The intent to post a result is journaled before posting; if the bot is
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from bot import messages
+from bot import messages, metrics
 from bot.errors import user_message
 from bot.limits import Owner
 from bot.status import SPOILER_PREFIX, StatusMessage, Upload, fit_upload
@@ -52,6 +55,7 @@ from outpaint_engine.job import (
 )
 from outpaint_engine.queue.base import QueueUnavailable
 from outpaint_engine.safety import is_block_reason
+from outpaint_engine.worker.status import warming_up
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
@@ -75,6 +79,7 @@ class JobFollower:
         self.note: str | None = None
         self.queued = True
         self.position: int | None = None  # the queue position shown
+        self.warm_up: str | None = None  # the warm-up shown as what the job waits for
         self.unreachable: type[BaseException] | None = None  # what is being waited out, if anything
         self.progressed = False  # an event came since the last failure (the backoff starts over)
 
@@ -134,7 +139,10 @@ class JobFollower:
 
     async def _show_state(self, job: Job) -> None:
         if job.state is JobState.QUEUED:
-            await self._show_queued(await self.bot.queue.position(job.id), await self.bot.queue.eta(job.id))
+            queue = self.bot.queue
+            await self._show_queued(
+                await queue.position(job.id), await queue.eta(job.id), await self._warm_up()
+            )
         elif job.state is JobState.RUNNING:
             text = messages.working(self.summary, job.steps_done, job.total_steps, job.spec.times)
             await self.edit_status(text, view=status_view(job.id))
@@ -168,6 +176,8 @@ class JobFollower:
                 if event.terminal:
                     self.bot.limits.finished(self.job_id)
                 await self.handle(event)
+                if event.terminal and self.job is not None:
+                    metrics.outcome_shown(self.job, event)
                 if event.terminal or not isinstance(event, Progress):
                     self.record.last_seq = seq
                     await self.bot.store.update_delivery(self.job_id, last_seq=seq, finished=event.terminal)
@@ -185,14 +195,22 @@ class JobFollower:
             await events.put(error)
 
     async def _refresh_position(self) -> None:
+        """A waiting job (queued, or taken by a worker whose engine still loads): its position, or
+        a warm-up beginning or ending."""
         position = await self.bot.queue.position(self.job_id)
-        if position is None or position == self.position:
+        warm_up = await self._warm_up()
+        if warm_up == self.warm_up and (position is None or position == self.position):
             return
-        await self._show_queued(position, await self.bot.queue.eta(self.job_id))
+        await self._show_queued(position, await self.bot.queue.eta(self.job_id), warm_up)
 
-    async def _show_queued(self, position: int | None, eta: float | None) -> None:
-        self.position = position
-        await self.edit_status(messages.queued(self.summary, position, eta), view=status_view(self.job_id))
+    async def _warm_up(self) -> str | None:
+        state = warming_up(await self.bot.queue.workers())
+        return None if state is None else str(state)
+
+    async def _show_queued(self, position: int | None, eta: float | None, warm_up: str | None) -> None:
+        self.position, self.warm_up = position, warm_up
+        text = messages.queued(self.summary, position, eta, warm_up=self.warm_up)
+        await self.edit_status(text, view=status_view(self.job_id))
 
     async def edit_status(self, content: str, **kwargs) -> discord.Message:
         if self.note:
@@ -215,7 +233,7 @@ class JobFollower:
     async def handle(self, event: Event) -> None:
         match event:
             case Queued(position=position, eta_s=eta):
-                await self._show_queued(position, eta)
+                await self._show_queued(position, eta, await self._warm_up())
             case Started():
                 self.queued = False
                 await self.edit_status(messages.started(self.summary), view=status_view(self.job_id))

@@ -7,6 +7,7 @@ import logging
 import discord
 
 from bot import messages
+from bot.metrics import ERRORS
 from outpaint_engine.imageio import ImageInputError
 from outpaint_engine.plan import PlanError
 from outpaint_engine.queue.base import QueueError
@@ -22,12 +23,16 @@ def user_message(error: BaseException) -> str:
     """The sentence to show for ``error``: its own for the expected kinds, a polite generic one (and
     a logged traceback) for a bug."""
     if isinstance(error, UserError | PlanError | ImageInputError):
+        ERRORS.labels("user").inc()
         return str(error)
     if isinstance(error, QueueError):
+        ERRORS.labels("queue").inc()
         log.warning("queue error: %s", error)
         return messages.QUEUE_DOWN
     if isinstance(error, discord.Forbidden):  # the channel's permissions, not a bug of ours
+        ERRORS.labels("forbidden").inc()
         log.warning("Discord refused a request: %s", error)
         return messages.MISSING_PERMISSIONS
+    ERRORS.labels("internal").inc()
     log.error("unexpected error", exc_info=error)
     return messages.INTERNAL

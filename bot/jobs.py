@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 import discord
 
-from bot import messages
+from bot import messages, metrics
 from bot.errors import UserError
 from bot.limits import Limits, Owner
 from bot.settings import BotSettings
@@ -245,7 +245,9 @@ class JobService:
             meta={"origin": origin, "parent": source.parent.id if source.parent else None},
             audience=who.audience,
         )
-        return await self.queue.submit(job, source.png)
+        job = await self.queue.submit(job, source.png)
+        metrics.job_submitted(job, origin)
+        return job
 
 
 def png_size(png: bytes) -> tuple[int, int]:

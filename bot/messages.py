@@ -177,8 +177,16 @@ def describe_job(direction: Direction, times: int) -> str:
     return f"{ARROWS[direction]} {direction} ×{times}"
 
 
-def queued(summary: str, position: int | None, eta_s: float | None) -> str:
+WARMING_UP = "warming up the GPU (compiling kernels: a few minutes on a first start)"
+LOADING_MODELS = "the GPU worker is loading its models"
+
+
+def queued(summary: str, position: int | None, eta_s: float | None, *, warm_up: str | None = None) -> str:
+    """A waiting job's status; ``warm_up`` ("warming" or "loading") when no worker is ready yet
+    and one is starting: then that is what the job waits for, and no ETA is given."""
     where = f"position {position} in the queue" if position else "waiting in the queue"
+    if warm_up is not None:
+        return f"⏳ {summary}: {where}, {WARMING_UP if warm_up == 'warming' else LOADING_MODELS}…"
     eta = f", ready {relative_time(eta_s)}" if eta_s is not None else ""
     return f"⏳ {summary}: {where}{eta}."
 

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 
 from outpaint_engine.api import StepProgress, StepResult
 from outpaint_engine.job import Direction, JobSpec
+from outpaint_engine.observability.logs import setup_logging
 from outpaint_engine.plan import ASPECT_PRESETS, MAX_CANDIDATES, ZOOM_RANGE, Plan, PlanError, plan_job
-from outpaint_engine.settings import EngineSettings, describe_setting_error
+from outpaint_engine.settings import EngineSettings, OpsSettings, describe_setting_error
 
 if TYPE_CHECKING:
     from outpaint_engine.runner import Outpainter
@@ -338,10 +339,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return admin.main(argv[1:])
     try:
-        settings = EngineSettings()
+        settings, ops = EngineSettings(), OpsSettings()
     except ValidationError as exc:
         print(f"{PROG}: error: {describe_setting_error(exc)}", file=sys.stderr)
         return 2
+    setup_logging("WARNING", log_format=ops.log_format)  # the engine's warnings, as the services log
     args = _parser(settings).parse_args(argv)
     try:
         return _run(args, settings)

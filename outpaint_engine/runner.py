@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +40,7 @@ from outpaint_engine.differential import (
 )
 from outpaint_engine.job import CancelToken, Direction, JobSpec
 from outpaint_engine.models import Models, load_captioner, load_models
+from outpaint_engine.observability.stages import WARMING, report_load_stage, timed, unmeasured
 from outpaint_engine.plan import Plan, PlanStep, Window, plan_job
 from outpaint_engine.settings import EngineSettings
 
@@ -89,9 +91,14 @@ class Outpainter:
         if unknown:
             raise TypeError(f"unknown engine settings: {', '.join(sorted(unknown))}")
         settings = settings.model_copy(update=overrides)
+        began = time.monotonic()
+        log.info("loading the weights of %s", settings.model)
         engine = cls(load_models(settings), settings, load_captioner(settings))
+        log.info("weights loaded in %.1f s", time.monotonic() - began)
         if engine.models.compiled:
-            engine.warm_up()
+            report_load_stage(WARMING)  # the worker's state: waiting jobs say "warming up the GPU"
+            with unmeasured():
+                engine.warm_up()
         return engine
 
     def warm_up(self) -> None:
@@ -100,8 +107,9 @@ class Outpainter:
 
         The job has a prompt, so the captioner (never compiled) is not asked for one.
         """
-        s = self.settings
+        s, began = self.settings, time.monotonic()
         log.info("compiling the UNet (%s): this takes a few minutes on a first start", s.compile)
+        log.info("compiling and capturing the UNet for 1 job at once")
         ramp = np.linspace(0, 255, s.window, dtype=np.float32).astype(np.uint8)
         source = np.dstack([np.tile(ramp, (s.window, 1))] * 3)
         spec = JobSpec(
@@ -112,6 +120,7 @@ class Outpainter:
             for _ in self.run(source, spec):
                 pass
         self._warm_up_batches(spec)
+        log.info("warm-up done in %.1f s", time.monotonic() - began)
 
     @torch.inference_mode()
     def _warm_up_batches(self, spec: JobSpec) -> None:
@@ -127,7 +136,7 @@ class Outpainter:
         scheduler.set_timesteps(spec.steps, device=m.device)
         latent = spec.window // 8
         for jobs in range(2, self.concurrency + 1):
-            log.info("warming up the UNet for %d jobs at once", jobs)
+            log.info("compiling and capturing the UNet for %d jobs at once", jobs)
 
             def times(tensor: torch.Tensor, jobs: int = jobs) -> torch.Tensor:
                 return torch.cat([tensor] * jobs)
@@ -266,9 +275,10 @@ class Outpainter:
         ys, xs = canvas.window_slices(window, known.shape)
         maps = device_canvas.window_maps(known[ys, xs], spec, models.device)
         encoded: dict[int, tuple[torch.Tensor, list[torch.Tensor] | None]] = {}
-        for grown in canvases:
-            if id(grown) not in encoded:
-                encoded[id(grown)] = self._encode_window(grown, known, window, direction, spec)
+        with timed("prepare"):  # stage durations for the metrics (no synchronisation added)
+            for grown in canvases:
+                if id(grown) not in encoded:
+                    encoded[id(grown)] = self._encode_window(grown, known, window, direction, spec)
         x0s, embeds = zip(*(encoded[id(grown)] for grown in canvases), strict=True)
         x0 = torch.cat(x0s)
         image_embeds = None
@@ -276,7 +286,7 @@ class Outpainter:
             image_embeds = [stack_candidates(per_adapter) for per_adapter in zip(*embeds, strict=True)]
         batch_text = (stack_candidates([text[0]] * len(seeds)), stack_candidates([text[1]] * len(seeds)))
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        with models.batcher.joined():
+        with models.batcher.joined(), timed("unet_loop"):
             latents = denoise(
                 models.batcher,
                 models.new_scheduler(),
@@ -290,10 +300,11 @@ class Outpainter:
             )
         shared = len(encoded) < len(canvases)
         merged = []
-        for grown, candidate in zip(canvases, latents.split(1), strict=True):
-            target = grown.copy() if shared else grown
-            device_canvas.merge(target, known, window, models.decode_pixels(candidate), maps.keep)
-            merged.append(target)
+        with timed("decode_merge"):
+            for grown, candidate in zip(canvases, latents.split(1), strict=True):
+                target = grown.copy() if shared else grown
+                device_canvas.merge(target, known, window, models.decode_pixels(candidate), maps.keep)
+                merged.append(target)
         return merged
 
     def _encode_window(

@@ -121,3 +121,23 @@ class QueueSettings(BaseSettings):
     result_ttl_s: int = Field(
         7 * 24 * 3600, description="How long a finished job (its record, events and images) is kept."
     )
+
+
+class OpsSettings(BaseSettings):
+    """The operator's view of a process: the metrics and health endpoints, and the log format."""
+
+    model_config = _CONFIG
+
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics (Prometheus), /healthz and /readyz on this port; empty = off "
+        "(0 = any free port, for tests).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="The address the metrics server listens on (loopback by default)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="'text' (one readable line per record) or 'json' (one JSON object per line)."
+    )

@@ -9,16 +9,17 @@ The bot::
         async for seq, event in queue.events(job.id):
             ...
 
-``engine_factory`` is used by the embedded backend only (its worker thread calls it once, on the
-first job); with Redis the GPU work runs in ``outpaint-worker`` processes. Without it, the embedded
-queue runs no worker (the operator command opens it that way).
+``engine_factory`` is used by the embedded backend only (its worker thread calls it once: on the
+first job, or at start with ``load_engine_at_start``); with Redis the GPU work runs in
+``outpaint-worker`` processes. Without it, the embedded queue runs no worker (the operator command
+opens it that way).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from outpaint_engine.queue.base import JobQueue, QueueError, QueueUnavailable
+from outpaint_engine.queue.base import JobQueue, QueueDepth, QueueError, QueueUnavailable
 from outpaint_engine.settings import QueueSettings
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def open_queue(
     *,
     engine_factory: EngineFactory | None = None,
     safety: SafetyCheck | None = None,
+    load_engine_at_start: bool = False,
 ) -> JobQueue:
     """The queue named by ``settings.queue`` (``embedded`` or a Redis URL), not started yet;
     ``safety`` is the embedded worker's content check."""
@@ -40,7 +42,9 @@ def open_queue(
     if settings.queue == "embedded":
         from outpaint_engine.queue.embedded import EmbeddedQueue
 
-        return EmbeddedQueue(settings, engine_factory=engine_factory, safety=safety)
+        return EmbeddedQueue(
+            settings, engine_factory=engine_factory, safety=safety, load_engine_at_start=load_engine_at_start
+        )
     if settings.queue.startswith(REDIS_SCHEMES):
         from outpaint_engine.queue.redis import RedisQueue
 
@@ -48,4 +52,4 @@ def open_queue(
     raise QueueError(f"Unknown queue {settings.queue!r}: use 'embedded' or a redis:// URL.")
 
 
-__all__ = ["JobQueue", "QueueError", "QueueUnavailable", "open_queue"]
+__all__ = ["JobQueue", "QueueDepth", "QueueError", "QueueUnavailable", "open_queue"]

@@ -14,8 +14,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from outpaint_engine.job import Event, Job, JobState
+from outpaint_engine.worker.status import WorkerStatus
+
+if TYPE_CHECKING:
+    from outpaint_engine.worker import Worker
 
 
 class QueueError(Exception):
@@ -30,6 +36,12 @@ class QueueUnavailable(QueueError):
     runs the commands it had received): ``submit`` is safe to send again with the same job id
     (``QueueError`` "already exists" then means it landed); ``cancel`` and ``retry`` are safe to
     repeat."""
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queued: int
+    running: int
 
 
 class JobQueue(ABC):
@@ -114,6 +126,19 @@ class JobQueue(ABC):
         """Estimated seconds until the job finishes, from recent step timings; None if unknown."""
 
     # --- operator -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def depth(self) -> QueueDepth:
+        """How many jobs are queued and running now (cheap: metrics and health checks ask often)."""
+
+    @abstractmethod
+    async def workers(self) -> list[WorkerStatus]:
+        """The live workers and their state (loading, warming, ready...): the embedded worker
+        thread, or the Redis workers whose last report has not expired."""
+
+    def local_worker(self) -> Worker | None:
+        """The worker running inside this process (the embedded queue's), for its metrics."""
+        return None
 
     @abstractmethod
     async def retry(self, job_id: str) -> Job:

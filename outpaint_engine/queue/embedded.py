@@ -3,9 +3,10 @@
 Jobs and their events are journaled in SQLite (:mod:`outpaint_engine.queue.journal`); images are
 files under ``data_dir/jobs/<job id>/``. The GPU work runs in one worker thread of the bot process
 (the shared loop of :mod:`outpaint_engine.worker`), never on the event loop; its engine is created
-in that thread, on the first job, by the ``engine_factory`` given to the queue, so the bot starts
-fast. The thread talks to the journal through the event loop
-(:mod:`outpaint_engine.queue.embedded_worker`).
+in that thread by the ``engine_factory`` given to the queue: on the first job, so the bot starts
+fast, or as soon as the queue starts with ``load_engine_at_start`` (``outpaint-bot``: a compiled
+engine warms up before the first job comes, and waiting jobs say so). The thread talks to the
+journal through the event loop (:mod:`outpaint_engine.queue.embedded_worker`).
 
 On start, jobs left running by a previous process go back to the queue and continue after their
 last checkpoint; :meth:`EmbeddedQueue.close` hands the running job back first (after the current
@@ -29,18 +30,20 @@ from contextlib import suppress
 
 from outpaint_engine.job import Cancelled, Event, Job, JobState
 from outpaint_engine.queue import fair
-from outpaint_engine.queue.base import JobQueue, QueueError
+from outpaint_engine.queue.base import JobQueue, QueueDepth, QueueError
 from outpaint_engine.queue.embedded_worker import EmbeddedWorkerSide
 from outpaint_engine.queue.journal import Journal, Row
 from outpaint_engine.safety import SafetyCheck
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.store import FileImageStore, check_job_id, is_job_id
-from outpaint_engine.worker import EngineFactory, LostClaim, Worker
+from outpaint_engine.worker import EngineFactory, LostClaim, Worker, WorkerState, WorkerStatus
 
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 60.0
 """How long :meth:`EmbeddedQueue.close` waits for the worker thread to hand its job back."""
+LOADING_JOIN_S = 1.0
+"""How long it waits for a worker thread that holds no job and is still loading its engine."""
 PURGE_EVERY_S = 3600.0
 """How often the bot's queue forgets jobs that finished more than ``result_ttl_s`` ago."""
 
@@ -49,9 +52,10 @@ class EmbeddedQueue(JobQueue):
     """SQLite-journaled queue with an in-process worker thread.
 
     ``engine_factory`` makes the engine, in the worker thread, when the first job comes (again on
-    the next job if it failed); without it the queue runs no worker (operator use). ``safety`` is the
-    worker's content check (:mod:`outpaint_engine.safety`; none by default). ``poll_s``
-    bounds how late a change written by another process (the operator command) is noticed.
+    the next job if it failed), or at start with ``load_engine_at_start``; without it the queue
+    runs no worker (operator use). ``poll_s`` bounds how late a change written by another process
+    (the operator command) is noticed. ``safety`` is the worker's content check
+    (:mod:`outpaint_engine.safety`; none by default).
     """
 
     def __init__(
@@ -59,11 +63,13 @@ class EmbeddedQueue(JobQueue):
         settings: QueueSettings,
         *,
         engine_factory: EngineFactory | None = None,
+        load_engine_at_start: bool = False,
         poll_s: float = 1.0,
         safety: SafetyCheck | None = None,
     ) -> None:
         self.settings = settings
         self.safety = safety
+        self._load_engine_at_start = load_engine_at_start
         self.journal = Journal(settings.data_dir / "queue.sqlite3", timeout_s=settings.queue_timeout_s)
         self.images = FileImageStore(settings.data_dir / "jobs")
         self._engine_factory = engine_factory
@@ -85,7 +91,14 @@ class EmbeddedQueue(JobQueue):
             return
         await self._requeue_interrupted()
         self._side = EmbeddedWorkerSide(self, asyncio.get_running_loop())
-        self._worker = Worker(self._side, self._engine_factory, idle_wait_s=self._poll_s, safety=self.safety)
+        self._worker = Worker(
+            self._side,
+            self._engine_factory,
+            idle_wait_s=self._poll_s,
+            name="embedded",
+            load_at_start=self._load_engine_at_start,
+            safety=self.safety,
+        )
         self._thread = threading.Thread(target=self._worker.serve, name="outpaint-worker", daemon=True)
         self._thread.start()
         self._purger = asyncio.create_task(self._purge_regularly(), name="outpaint-queue-purge")
@@ -94,7 +107,8 @@ class EmbeddedQueue(JobQueue):
         """Stop the worker after its current denoising step, hand its job back, close the journal.
 
         A job the worker thread still holds after :data:`JOIN_TIMEOUT_S` (an engine still loading)
-        is handed back from here, so a clean stop never counts as a delivery."""
+        is handed back from here, so a clean stop never counts as a delivery. A thread that holds
+        no job while its engine loads (at start) is not waited for."""
         self._closing.set()
         if self._purger is not None:
             await self._purger  # a purge under way finishes (its images too)
@@ -102,11 +116,14 @@ class EmbeddedQueue(JobQueue):
             self._side.stopping()
             self._worker.stop()
             self.work_ready.set()
-            await asyncio.to_thread(self._thread.join, JOIN_TIMEOUT_S)
+            state = self._worker.status.state
+            loading = state in (WorkerState.LOADING, WorkerState.WARMING) and not self._worker.running
+            await asyncio.to_thread(self._thread.join, LOADING_JOIN_S if loading else JOIN_TIMEOUT_S)
             if self._thread.is_alive():
-                log.warning(
-                    "the worker thread did not stop within %.0f s; handing its job back", JOIN_TIMEOUT_S
-                )
+                if not loading:
+                    log.warning(
+                        "the worker thread did not stop within %.0f s; handing its job back", JOIN_TIMEOUT_S
+                    )
                 for claim in list(self._side.claims.values()):
                     with suppress(LostClaim, QueueError):
                         await self._side.requeue(claim, handed_back=True)
@@ -227,6 +244,16 @@ class EmbeddedQueue(JobQueue):
             return None if row is None else await self.journal.eta(db, row, self.step_time())
 
     # --- operator --------------------------------------------------------------------------------
+
+    async def depth(self) -> QueueDepth:
+        counts = dict(await self.journal.count_by_state((JobState.QUEUED, JobState.RUNNING)))
+        return QueueDepth(counts.get(JobState.QUEUED, 0), counts.get(JobState.RUNNING, 0))
+
+    async def workers(self) -> list[WorkerStatus]:
+        return [self._worker.status] if self._worker is not None else []
+
+    def local_worker(self) -> Worker | None:
+        return self._worker
 
     async def retry(self, job_id: str) -> Job:
         check_job_id(job_id)

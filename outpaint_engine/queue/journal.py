@@ -253,6 +253,14 @@ class Journal:
         rows = await self.fetch(sql + " ORDER BY created_at DESC LIMIT ?", [*params, limit])
         return [Job.from_dict(json.loads(data)) for (data,) in rows]
 
+    async def count_by_state(self, states: Iterable[JobState]) -> list[tuple[JobState, int]]:
+        wanted = [str(s) for s in states]
+        marks = ", ".join("?" * len(wanted))
+        rows = await self.fetch(
+            f"SELECT state, COUNT(*) FROM jobs WHERE state IN ({marks}) GROUP BY state", wanted
+        )
+        return [(JobState(state), count) for state, count in rows]
+
     @staticmethod
     async def ids_in_state(db: aiosqlite.Connection, state: JobState) -> list[str]:
         return [

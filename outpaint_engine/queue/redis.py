@@ -25,6 +25,10 @@
   it finished, so Redis does not fill up with old jobs (their previews) unless an operator purges.
   **Cancel** sets a flag the worker reads with every progress
   report (each denoising step) and heartbeat.
+- **Worker states.** Each worker records its state (loading, warming, ready...) under
+  ``wstate:<name>`` with a TTL of ``reclaim_after_s``, refreshed every ``heartbeat_s`` by a thread
+  of its own from the moment it starts loading, so the bot knows when waiting jobs wait for a
+  warm-up, and a worker that died drops out of the list.
 
 Redis must persist (``appendonly yes``) for jobs to survive a Redis restart. Standalone Redis
 (or a primary) only: the scripts compute key names, which a cluster forbids.
@@ -55,11 +59,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, JobState, Progress, Started
 from outpaint_engine.queue import fair
-from outpaint_engine.queue.base import JobQueue, QueueError, QueueUnavailable
+from outpaint_engine.queue.base import JobQueue, QueueDepth, QueueError, QueueUnavailable
 from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.store import check_job_id, is_job_id
-from outpaint_engine.worker import FAILED_POLITELY, Claim, LostClaim, WorkerSide, retry_while_unavailable
+from outpaint_engine.worker import (
+    FAILED_POLITELY,
+    Claim,
+    LostClaim,
+    WorkerSide,
+    WorkerState,
+    WorkerStatus,
+    retry_while_unavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -364,6 +376,26 @@ class RedisQueue(JobQueue):
                 await self._ask(self.r.xgroup_delconsumer(_key("work"), GROUP, consumer["name"]))
         return purged
 
+    async def depth(self) -> QueueDepth:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(_key("queue"))
+            pipe.scard(_key("running"))
+            queued, running = await self._ask(pipe.execute())
+        return QueueDepth(queued, running)
+
+    async def workers(self) -> list[WorkerStatus]:
+        names = sorted(_text(n) for n in await self._ask(self.r.smembers(_key("wstates"))))
+        if not names:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(_key("wstate", name))
+            found = await self._ask(pipe.execute())
+        expired = [name for name, value in zip(names, found, strict=True) if value is None]
+        if expired:
+            await self._ask(self.r.srem(_key("wstates"), *expired))
+        return [WorkerStatus.from_dict(json.loads(value)) for value in found if value is not None]
+
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         """The newest dead-letter entries (job, attempts, reason), for the operator."""
         entries = await self._ask(self.r.xrevrange(_key("dead"), count=count))
@@ -395,6 +427,9 @@ class RedisWorkerSide(WorkerSide):
         self._stopping = threading.Event()
         self._beats: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._step_s: float | None = None
+        self._status: WorkerStatus | None = None  # the state the presence thread keeps recorded
+        self._status_changed = threading.Event()
+        self._presence: threading.Thread | None = None
 
     def check(self) -> None:
         """Fail fast (with the client's error) if Redis is unreachable; create the group."""
@@ -555,3 +590,45 @@ class RedisWorkerSide(WorkerSide):
 
     def step_time(self) -> float | None:
         return self._step_s
+
+    # --- the worker's state ----------------------------------------------------------------------
+
+    def worker_state(self, status: WorkerStatus) -> None:
+        self._status = status
+        self._status_changed.set()
+        if self._presence is None:
+            self._presence = threading.Thread(target=self._keep_present, name="worker-state", daemon=True)
+            self._presence.start()
+
+    def retire(self, timeout_s: float) -> None:
+        """After the worker stopped: wait (at most ``timeout_s``) until its state is removed."""
+        if self._presence is not None:
+            self._presence.join(timeout_s)
+
+    def _keep_present(self) -> None:
+        """Record the worker's state now and after each change, and refresh it every heartbeat
+        (TTL ``reclaim_after_s``); remove it once the worker stopped. Outages are waited out."""
+        key, ttl_ms = _key("wstate", self.name), int(self.settings.reclaim_after_s * 1000)
+        failing = False
+        while True:
+            self._status_changed.wait(self.settings.heartbeat_s)
+            self._status_changed.clear()
+            status = self._status
+            assert status is not None
+            try:
+                with self.r.pipeline(transaction=False) as pipe:
+                    if status.state is WorkerState.STOPPED:
+                        pipe.delete(key)
+                        pipe.srem(_key("wstates"), self.name)
+                    else:
+                        pipe.set(key, json.dumps(status.to_dict()), px=ttl_ms)
+                        pipe.sadd(_key("wstates"), self.name)
+                    pipe.execute()
+            except redis.RedisError as error:
+                if not failing:
+                    log.warning("could not record the worker's state (%s); retrying", error)
+                failing = True
+                continue
+            failing = False
+            if status.state is WorkerState.STOPPED:
+                return

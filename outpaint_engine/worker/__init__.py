@@ -7,6 +7,7 @@ package; only the command imports the queue.
 
 from outpaint_engine.worker.loop import FAILED_POLITELY, EngineFactory, Worker
 from outpaint_engine.worker.side import Claim, LostClaim, WorkerSide, retry_while_unavailable
+from outpaint_engine.worker.status import WorkerState, WorkerStatus, warming_up
 
 __all__ = [
     "FAILED_POLITELY",
@@ -15,5 +16,8 @@ __all__ = [
     "LostClaim",
     "Worker",
     "WorkerSide",
+    "WorkerState",
+    "WorkerStatus",
     "retry_while_unavailable",
+    "warming_up",
 ]

@@ -5,6 +5,9 @@ stop``, ``systemctl stop``) and SIGINT (Ctrl-C) both stop it cleanly: it finishe
 denoising step, hands its job back to the queue (the delivery does not count) and exits 0; the
 next worker continues after the last checkpoint. A worker reads only ``OUTPAINT_*`` settings
 (queue and engine): the bot's Discord token never reaches it.
+
+With ``OUTPAINT_METRICS_PORT`` (or ``--metrics-port``) it serves ``/metrics``, ``/healthz`` and
+``/readyz`` from the start: ready once the engine is loaded and warmed up.
 """
 
 from __future__ import annotations
@@ -16,15 +19,24 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from outpaint_engine.api import Engine
+from outpaint_engine.observability.gpu import GpuMemoryCollector
+from outpaint_engine.observability.logs import route_library_logs, setup_logging
+from outpaint_engine.observability.server import Health, OpsServer, OpsServerError
 from outpaint_engine.queue import REDIS_SCHEMES
 from outpaint_engine.queue.base import QueueError
 from outpaint_engine.safety import SafetyCheck, SafetySettings
-from outpaint_engine.settings import EngineSettings, QueueSettings, describe_setting_error
+from outpaint_engine.settings import EngineSettings, OpsSettings, QueueSettings, describe_setting_error
 from outpaint_engine.worker.loop import EngineFactory, Worker
+from outpaint_engine.worker.metrics import WorkerCollector
+from outpaint_engine.worker.status import WorkerState
+
+if TYPE_CHECKING:
+    from outpaint_engine.queue.redis import RedisWorkerSide
 
 log = logging.getLogger("outpaint.worker")
 
@@ -37,6 +49,7 @@ def _engine_factory(spec: str | None, settings: EngineSettings) -> EngineFactory
         return getattr(importlib.import_module(module), name)
 
     def load() -> Engine:
+        route_library_logs()  # before the engine's libraries log anything
         from outpaint_engine.runner import Outpainter
 
         return Outpainter.load(settings)
@@ -64,21 +77,42 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: $OUTPAINT_DEVICE)")
     parser.add_argument("--name", help="this worker's name in the queue (default: host-pid)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING... (default: INFO)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics, /healthz, /readyz here (default: $OUTPAINT_METRICS_PORT)",
+    )
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # for tests only: module:callable
     return parser
 
 
+def _ops_server(ops: OpsSettings, worker: Worker) -> OpsServer | None:
+    """The metrics and health server (None when no port is set): ready once the engine is warm."""
+    if ops.metrics_port is None:
+        return None
+
+    def engine_ready() -> str | None:
+        state = worker.status.state
+        return None if state is WorkerState.READY else f"the engine is {state}"
+
+    health = Health()
+    health.readiness["engine"] = engine_ready
+    health.info["worker"] = lambda: worker.status.to_dict()
+    collectors = [WorkerCollector(lambda: worker), GpuMemoryCollector()]
+    return OpsServer(ops.metrics_host, ops.metrics_port, health, collectors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
     try:
-        settings, engine_settings, safety = QueueSettings(), EngineSettings(), SafetySettings()
+        settings, engine_settings = QueueSettings(), EngineSettings()
+        safety, ops = SafetySettings(), OpsSettings()
     except ValidationError as error:
         print(f"outpaint-worker: {describe_setting_error(error)}", file=sys.stderr)
         return 2
+    setup_logging(args.log_level, log_format=ops.log_format)
+    if args.metrics_port is not None:
+        ops = ops.model_copy(update={"metrics_port": args.metrics_port})
     if args.queue:
         settings = settings.model_copy(update={"queue": args.queue})
     if args.device:
@@ -105,12 +139,23 @@ def main(argv: list[str] | None = None) -> int:
             f"outpaint-worker: cannot reach Redis at {describe_url(settings.queue)}: {error}", file=sys.stderr
         )
         return 1
-    worker = Worker(
-        side,
-        _engine_factory(args.engine, engine_settings),
-        idle_wait_s=side.idle_wait_s,
-        safety=SafetyCheck(safety),
-    )
+    factory = _engine_factory(args.engine, engine_settings)
+    worker = Worker(side, factory, idle_wait_s=side.idle_wait_s, name=side.name, safety=SafetyCheck(safety))
+    try:
+        server = _ops_server(ops, worker)
+    except OpsServerError as error:
+        print(f"outpaint-worker: {error}", file=sys.stderr)
+        return 1
+    try:
+        return _serve(worker, side, server, describe_url(settings.queue))
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _serve(worker: Worker, side: RedisWorkerSide, server: OpsServer | None, url: str) -> int:
+    if server is not None:
+        server.start()
     try:
         with _stop_signals_interrupt():
             worker.engine()
@@ -129,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
-    log.info("worker %s serving %s", side.name, describe_url(settings.queue))
+    log.info("worker %s serving %s", side.name, url)
     worker.serve()
+    side.retire(side.settings.queue_timeout_s)
     return 0
 
 

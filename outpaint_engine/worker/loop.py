@@ -7,10 +7,17 @@ against a Redis queue.
 
 Outcomes: a cancelled job publishes ``Cancelled``; a request the engine cannot do (``PlanError``,
 ``ImageInputError``) or a canvas the content check blocks (:mod:`outpaint_engine.safety`) fails at
-once with its own sentence; anything else is logged with its traceback and retried, unless the job
-has now stalled (made no progress) on ``max_deliveries`` deliveries: then it fails with a polite
-generic reason (Redis also moves it to the dead-letter stream). A worker that stops hands its jobs
-back; the next worker continues after the last checkpoint.
+once with its own sentence; anything else is logged with its
+traceback and retried, unless the job has now stalled (made no progress) on ``max_deliveries``
+deliveries: then it fails with a polite generic reason (Redis also moves it to the dead-letter
+stream). A worker that stops hands its jobs back; the next worker continues after the last
+checkpoint.
+
+The worker's state (:class:`~outpaint_engine.worker.status.WorkerState`: idle, loading, warming,
+ready, stopped) goes to its backend (:meth:`WorkerSide.worker_state`) at every change, so the bot
+can tell users that their job waits for a warm-up; every job event is one log line with the job's
+ids and durations (:func:`~outpaint_engine.observability.logs.job_event`), and counted in
+:mod:`outpaint_engine.worker.metrics`.
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from collections.abc import Callable
 from outpaint_engine.api import Checkpoint, Engine, StepProgress
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import JobCancelledError, Progress
+from outpaint_engine.observability.logs import job_event
+from outpaint_engine.observability.stages import EXPANSION_SECONDS, listening_to_load_stages
 from outpaint_engine.plan import PlanError
 from outpaint_engine.safety import ContentBlocked, JobReview, SafetyCheck, engine_device
+from outpaint_engine.worker import metrics
 from outpaint_engine.worker.side import Claim, LostClaim, WorkerSide
+from outpaint_engine.worker.status import WorkerState, WorkerStatus
 
 log = logging.getLogger("outpaint.worker")
 
@@ -45,7 +56,9 @@ class Worker:
     """Runs claimed jobs on an engine created (in the serving thread) by ``engine_factory``.
     :meth:`serve` loops until :meth:`stop`. Each claim's state lives on its :class:`Claim`, so
     several threads may serve one worker: once the engine is loaded, :meth:`serve` starts
-    ``engine.concurrency - 1`` more serving threads (the real engine batches their UNet steps)."""
+    ``engine.concurrency - 1`` more serving threads (the real engine batches their UNet steps).
+
+    The engine loads with the first job, or when :meth:`serve` starts with ``load_at_start``."""
 
     def __init__(
         self,
@@ -54,11 +67,19 @@ class Worker:
         *,
         idle_wait_s: float = 1.0,
         safety: SafetyCheck | None = None,
+        name: str = "worker",
+        load_at_start: bool = False,
     ) -> None:
         self.side = side
         self.engine_factory = engine_factory
         self.idle_wait_s = idle_wait_s
         self.safety = safety or SafetyCheck()  # the content check; off without settings
+        self.name = name
+        self.load_at_start = load_at_start
+        self.load_seconds: dict[str, float] = {}  # the last load's time in each stage
+        self._state = WorkerState.IDLE
+        self._since = time.time()
+        self._entered = time.monotonic()
         self._engine: Engine | None = None
         self._stop = threading.Event()
         self._lock = threading.RLock()  # stop() may run in a signal handler on a serving thread
@@ -67,14 +88,50 @@ class Worker:
         self._serving = False
         self._helpers: list[threading.Thread] = []  # the serving threads beside serve()'s own
 
+    @property
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(self.name, self._state, self._since)
+
+    @property
+    def running(self) -> int:
+        """How many jobs the worker is running now."""
+        return len(self._claims)
+
+    def _enter(self, state: WorkerState) -> None:
+        """Change state: the time spent loading or warming is kept, the backend told."""
+        now = time.monotonic()
+        if self._state in (WorkerState.LOADING, WorkerState.WARMING):
+            self.load_seconds[str(self._state)] = now - self._entered
+        self._state, self._since, self._entered = state, time.time(), now
+        self.side.worker_state(self.status)
+
+    def _on_load_stage(self, stage: str) -> None:
+        if stage in (WorkerState.LOADING, WorkerState.WARMING):
+            self._enter(WorkerState(stage))
+
     def engine(self) -> Engine:
         with self._loading:
             if self._engine is None:
-                log.info("loading the engine")
-                self._engine = self.engine_factory()
+                self._engine = self._load()
                 self._start_helpers()
             self.safety.load(engine_device(self._engine))  # once, after the engine (its device)
             return self._engine
+
+    def _load(self) -> Engine:
+        began = time.monotonic()
+        self.load_seconds = {}
+        self._enter(WorkerState.LOADING)
+        log.info("loading the engine")
+        try:
+            with listening_to_load_stages(self._on_load_stage):
+                engine = self.engine_factory()
+        except BaseException:
+            self._enter(WorkerState.IDLE)
+            raise
+        self._enter(WorkerState.READY)
+        took = time.monotonic() - began
+        log.info("engine ready after %.1f s", took, extra={"event": "engine_ready", "load_s": round(took, 3)})
+        return engine
 
     def _start_helpers(self) -> None:
         """Serve ``engine.concurrency`` jobs at once: start the missing serving threads (once the
@@ -107,10 +164,17 @@ class Worker:
         when every serving thread has handed back or finished its job."""
         with self._lock:
             self._serving = True
+        self.side.worker_state(self.status)
+        if self.load_at_start:
+            try:
+                self.engine()
+            except Exception as error:
+                log.error("could not load the engine (%s); trying again when a job comes", error)
         self._start_helpers()
         self._serve()
         for thread in self._helpers:
             thread.join()
+        self._enter(WorkerState.STOPPED)
         log.info("worker stopped")
 
     def _serve(self) -> None:
@@ -141,47 +205,71 @@ class Worker:
     def run(self, claim: Claim) -> None:
         """Run one claimed job to an outcome (or hand it back)."""
         job = claim.job
-        log.info(
-            "job %s: delivery %d, %d of %d allowed without progress",
-            job.id,
+        job_event(
+            log,
+            job,
+            "delivered",
+            "delivery %d, %d of %d allowed without progress",
             job.attempts,
             claim.stalls,
             self.side.max_deliveries,
+            attempt=job.attempts,
+            worker=self.name,
         )
+        began = time.monotonic()
+
+        def ended(outcome: str, message: str = "", *args: object, **fields: object) -> None:
+            metrics.JOBS.labels(outcome).inc()
+            run_s = time.monotonic() - began
+            job_event(log, job, outcome, message, *args, run_s=run_s, worker=self.name, **fields)
+
         try:
             try:
-                self._run(claim)
+                gone = self._run(claim)
             except LostClaim:  # from a write inside the engine's progress report: not its error
                 raise
             except JobCancelledError:
                 if claim.shutdown:
-                    log.info("job %s: handed back (worker stopping)", job.id)
                     self.side.release(claim)
+                    ended("handed_back", "handed back (worker stopping)")
                 else:
-                    log.info("job %s: cancelled", job.id)
                     self.side.cancelled(claim)
+                    ended("cancelled")
             except (PlanError, ImageInputError, ContentBlocked) as error:
-                log.info("job %s: refused: %s", job.id, error)
+                metrics.FAILURES.labels("refused").inc()
                 self.side.failed(claim, str(error), retry=False)
+                ended("failed", "refused: %s", error, reason="refused")
             except Exception as error:
                 retry = (
                     claim.stalls < self.side.max_deliveries
                 )  # a delivery that progressed gave its stall back
+                reason = type(error).__name__
+                metrics.FAILURES.labels(reason).inc()
                 log.exception(
                     "job %s: delivery %d failed%s", job.id, job.attempts, "; will retry" if retry else ""
                 )
-                detail = f"{type(error).__name__}: {error}"
+                detail = f"{reason}: {error}"
                 self.side.failed(claim, FAILED_POLITELY, retry=retry, detail=detail)
+                ended("retried" if retry else "failed", reason=reason)
+            else:
+                if gone is None:
+                    metrics.JOB_RUN.observe(time.monotonic() - began)
+                    ended("done")
+                else:
+                    metrics.FAILURES.labels(gone).inc()
+                    ended("failed", gone.replace("_", " "), reason=gone)
         except LostClaim as lost:
-            log.info("job %s: no longer ours (%s)", job.id, lost)
+            ended("lost", "no longer ours (%s)", lost)
 
-    def _run(self, claim: Claim) -> None:
+    def _run(self, claim: Claim) -> str | None:
+        """Run the job; returns why it failed when it failed without an error (its stored images
+        are gone), else None."""
         job, side = claim.job, self.side
         claim.cancel.raise_if_cancelled()  # cancelled while it waited for redelivery
         source_png = side.load_source(claim)
         if source_png is None:
             side.failed(claim, SOURCE_GONE, retry=False)
-            return
+            return "source_gone"
         engine = self.engine()
         claim.cancel.raise_if_cancelled()  # the worker stopped while the engine loaded
         source = decode_png(source_png)
@@ -191,16 +279,21 @@ class Worker:
         stored = side.load_checkpoint(claim)
         if stored is None and job.steps_done:
             side.failed(claim, CHECKPOINT_GONE, retry=False)
-            return
+            return "checkpoint_gone"
         resume = Checkpoint(stored[0], decode_png(stored[1])) if stored else None
         review = self.safety.review(job, source_png, stored[1] if stored else None)
         review.check_start()  # a flag from the source or the checkpoint is kept
         side.started(claim, total)
+        if job.attempts == 1 and not job.steps_done:  # its first delivery: the wait it saw
+            wait_s = max(0.0, time.time() - job.created_at)
+            metrics.QUEUE_WAIT.observe(wait_s)
+            job_event(log, job, "started", "started after %.1f s in the queue", wait_s, wait_s=wait_s)
         last_step, canvas = (resume.steps_done - 1, resume.canvas) if resume else (-1, None)
         if last_step < total - 1:
             report = self._reporter(claim, total, review)
             began = time.monotonic()
             for result in engine.run(source, job.spec, resume=resume, progress=report, cancel=claim.cancel):
+                EXPANSION_SECONDS.labels("expansion").observe(time.monotonic() - began)  # the engine's time
                 height, width = result.canvas.shape[:2]
                 review.check(result.canvas, result.step)
                 png = review.stamp(encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL))
@@ -212,7 +305,7 @@ class Worker:
         if canvas is None or last_step != total - 1:
             raise RuntimeError(f"the engine stopped after step {last_step} of {total}")
         side.done(claim, last_step, canvas.shape[1], canvas.shape[0])
-        log.info("job %s: done", job.id)
+        return None
 
     def _reporter(self, claim: Claim, total: int, review: JobReview) -> Callable[[StepProgress], None]:
         last_preview = 0.0

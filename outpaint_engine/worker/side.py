@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from outpaint_engine.job import CancelToken, Job, Progress
+from outpaint_engine.worker.status import WorkerStatus
 
 log = logging.getLogger("outpaint.worker")
 T = TypeVar("T")
@@ -112,6 +113,11 @@ class WorkerSide(ABC):
     @abstractmethod
     def step_time(self) -> float | None:
         """Moving average of seconds per expansion step, None before any was measured."""
+
+    def worker_state(self, status: WorkerStatus) -> None:  # noqa: B027 - optional, a no-op by default
+        """The worker's state changed (loading, warming, ready...): a backend whose bot cannot see
+        the worker directly records it (Redis: with a TTL that its heartbeat refreshes). Must not
+        block on the backend."""
 
 
 def retry_while_unavailable(

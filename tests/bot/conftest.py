@@ -21,7 +21,8 @@ from bot.settings import BotSettings
 from outpaint_engine.queue import JobQueue, open_queue
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.safety import SafetyCheck
-from outpaint_engine.settings import EngineSettings, QueueSettings
+from outpaint_engine.settings import EngineSettings, OpsSettings, QueueSettings
+from outpaint_engine.worker import EngineFactory
 from tests.bot.processes import QUEUE_TESTS, Processes
 from tests.fakediscord import (
     WAIT_S,
@@ -96,8 +97,11 @@ class Harness:
         self.data_dir = data_dir
         self.queue = queue  # "embedded" (its worker runs ``engine``) or a Redis URL (no worker)
         self.engine = FastEngineDouble()
+        self.engine_factory: EngineFactory | None = None  # default: returns ``engine``
+        self.load_engine_at_start = False  # as the queue tests: the engine comes with the first job
         self.engine_settings = EngineSettings(_env_file=None, window=WINDOW, steps=2)
         self.safety: SafetyCheck | None = None  # the embedded worker's content check, and the word list
+        self.ops: OpsSettings | None = None  # the metrics and health server: off
 
     def settings(self, **overrides: Any) -> BotSettings:
         values: dict[str, Any] = {"cooldown_s": 0, "edit_interval_s": 0, "previews": False, **overrides}
@@ -107,7 +111,11 @@ class Harness:
         settings = QueueSettings(_env_file=None, queue=self.queue, data_dir=self.data_dir, heartbeat_s=0.2)
         if self.queue == "embedded":
             queue: JobQueue = EmbeddedQueue(
-                settings, engine_factory=lambda: self.engine, poll_s=0.05, safety=self.safety
+                settings,
+                engine_factory=self.engine_factory or (lambda: self.engine),
+                load_engine_at_start=self.load_engine_at_start,
+                poll_s=0.05,
+                safety=self.safety,
             )
         else:
             queue = open_queue(settings)  # as `outpaint-bot` opens it: no engine in the bot
@@ -118,6 +126,7 @@ class Harness:
             data_dir=self.data_dir,
             sync_commands=sync,
             words=self.safety.words if self.safety else None,
+            ops=self.ops,
             guild_ready_timeout=0.1,
         )
 

@@ -41,13 +41,13 @@ class Processes:
         return process
 
     def bot(
-        self, fake: FakeDiscord, data_dir: Path, name: str = "bot", **settings: str
+        self, fake: FakeDiscord, data_dir: Path, name: str = "bot", *args: str, **settings: str
     ) -> subprocess.Popen[bytes]:
-        """``outpaint-bot --sync`` against ``fake``, on the embedded queue in ``data_dir`` unless
-        ``OUTPAINT_QUEUE`` says otherwise; quick settings (no cooldown, no edit interval)."""
+        """``outpaint-bot --sync [args]`` against ``fake``, on the embedded queue in ``data_dir``
+        unless ``OUTPAINT_QUEUE`` says otherwise; quick settings (no cooldown, no edit interval)."""
         quick = {"OUTPAINT_COOLDOWN_S": "0", "OUTPAINT_EDIT_INTERVAL_S": "0", "OUTPAINT_PREVIEWS": "false"}
         return self.spawn(
-            [sys.executable, str(HERE / "bot_host.py"), fake.base_url, "--sync"],
+            [sys.executable, str(HERE / "bot_host.py"), fake.base_url, "--sync", *args],
             name,
             DISCORD_TOKEN=fake.token,
             OUTPAINT_DATA_DIR=str(data_dir),

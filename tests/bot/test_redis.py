@@ -40,4 +40,5 @@ async def test_slash_command_and_button_on_a_redis_queue(
         side.stopping()
         worker.stop()
         await asyncio.to_thread(thread.join, WAIT_S)
+        await asyncio.to_thread(side.retire, WAIT_S)
         side.r.close()

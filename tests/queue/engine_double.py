@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from outpaint_engine.api import Checkpoint, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.api import Checkpoint, Engine, ProgressCallback, StepProgress, StepResult, step_seed
 from outpaint_engine.job import CancelToken, JobSpec
+from outpaint_engine.observability.stages import WARMING, report_load_stage
 from outpaint_engine.plan import Plan, PlanStep, plan_job
 
 Hook = Callable[[JobSpec, int, int, CancelToken | None], None]
@@ -32,6 +33,7 @@ Hook = Callable[[JobSpec, int, int, CancelToken | None], None]
 LOG_ENV = "OUTPAINT_TEST_ENGINE_LOG"
 GATE_ENV = "OUTPAINT_TEST_ENGINE_GATE"
 ONE_STEP_ENV = "OUTPAINT_TEST_ENGINE_ONE_STEP"
+LOAD_GATE_ENV = "OUTPAINT_TEST_ENGINE_LOAD_GATE"
 
 
 class RecordingEngine:
@@ -144,7 +146,36 @@ class Pause:
         raise RuntimeError("the test never released this pause")
 
 
+class WarmingUp:
+    """An engine factory whose load reports a warm-up (as a compiled engine does) and lasts until
+    :attr:`release` is set; then it returns ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.warming = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> Engine:
+        report_load_stage(WARMING)
+        self.warming.set()
+        if not self.release.wait(60):  # a safety net so a broken test cannot hang the suite
+            raise RuntimeError("the test never released the warm-up")
+        return self.engine
+
+
 # --- worker subprocesses ---------------------------------------------------------------------------
+
+
+def wait_for_load_gate() -> None:
+    """With ``OUTPAINT_TEST_ENGINE_LOAD_GATE=path``, an engine's load reports a warm-up and lasts
+    until ``path`` exists (tests watch a worker process warm up)."""
+    gate = os.environ.get(LOAD_GATE_ENV)
+    if not gate:
+        return
+    report_load_stage(WARMING)
+    pause = threading.Event()
+    while not Path(gate).exists():
+        pause.wait(0.01)
 
 
 def env_hook() -> Hook:
@@ -188,5 +219,7 @@ def broken() -> FastEngineDouble:
 
 
 def from_env() -> FastEngineDouble:
-    """The double for ``outpaint-worker --engine engine_double:from_env`` (see :func:`env_hook`)."""
+    """The double for ``outpaint-worker --engine engine_double:from_env`` (see :func:`env_hook`
+    and :func:`wait_for_load_gate`)."""
+    wait_for_load_gate()
     return FastEngineDouble(env_hook(), log_path=os.environ.get(LOG_ENV))

@@ -239,5 +239,6 @@ class Harness:
             self._side.stopping()
             self._worker.stop()
             await asyncio.to_thread(self._thread.join, WAIT_S)
+            await asyncio.to_thread(self._side.retire, WAIT_S)  # its state is removed from Redis
             self._side.r.close()
         await self.queue.close()

@@ -16,15 +16,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from engine_double import LOG_ENV, Hook, RecordingEngine, env_hook
+from engine_double import LOG_ENV, Hook, RecordingEngine, env_hook, wait_for_load_gate
 
 from outpaint_engine.api import Checkpoint, Engine, ProgressCallback, StepProgress, StepResult
 from outpaint_engine.job import CancelToken, JobSpec
+from outpaint_engine.observability.logs import route_library_logs
 from outpaint_engine.plan import Plan
-from outpaint_engine.runner import Outpainter
+
+if TYPE_CHECKING:
+    from outpaint_engine.runner import Outpainter
 
 THREADS = 1
 MODELS_ENV = "OUTPAINT_TEST_TINY_MODELS"
@@ -74,6 +78,8 @@ def direct_canvases(engine: Engine, source: np.ndarray, spec: JobSpec) -> list[n
 
 def load(models: Path) -> Outpainter:
     """The tiny engine on the CPU, as the session fixture ``tiny_engine`` loads it."""
+    from outpaint_engine.runner import Outpainter  # after the worker routed the libraries' logs
+
     return Outpainter.load(
         model=str(models / "sdxl"),
         ip_adapter=str(models / "ip-adapter"),
@@ -88,6 +94,10 @@ def load(models: Path) -> Outpainter:
 
 def from_env() -> HookedEngine:
     """The real engine for ``outpaint-worker --engine real_engine:from_env``: the tiny models of
-    ``$OUTPAINT_TEST_TINY_MODELS`` with the hook and log of :func:`engine_double.env_hook`."""
+    ``$OUTPAINT_TEST_TINY_MODELS`` with the hook and log of :func:`engine_double.env_hook` (and its
+    load held by :func:`engine_double.wait_for_load_gate`)."""
     torch.set_num_threads(THREADS)
-    return HookedEngine(load(Path(os.environ[MODELS_ENV])), env_hook(), log_path=os.environ.get(LOG_ENV))
+    route_library_logs()  # as the worker's own engine factory does, before diffusers is imported
+    engine = load(Path(os.environ[MODELS_ENV]))
+    wait_for_load_gate()
+    return HookedEngine(engine, env_hook(), log_path=os.environ.get(LOG_ENV))

@@ -1,10 +1,12 @@
 """``deploy/`` stops the bot and the workers with a signal they handle, and gives them the time to
 finish their denoising step and hand their job back (``docker stop`` and ``systemctl stop`` send
-SIGTERM and kill after 10 s / 90 s unless told otherwise)."""
+SIGTERM and kill after 10 s / 90 s unless told otherwise); its healthchecks ask the health
+endpoints with the Python probe (the image has no curl)."""
 
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import re
 import signal
 from pathlib import Path
@@ -49,3 +51,21 @@ def test_compose_and_systemd_give_a_stopping_process_time_to_hand_its_job_back()
     ):
         assert unit(name)["KillSignal"] in HANDLED
         assert seconds(unit(name)["TimeoutStopSec"]) > least
+
+
+PROBE = ["python", "-m", "outpaint_engine.observability.probe"]
+
+
+def test_healthchecks_ask_the_health_endpoints() -> None:
+    yaml = pytest.importorskip("yaml")
+    assert importlib.util.find_spec(PROBE[2]) is not None
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^\s+OUTPAINT_METRICS_PORT=\d+", dockerfile, re.M)  # the endpoints are on
+    (check,) = re.findall(r"^\s+CMD (\[.*\])$", dockerfile.split("HEALTHCHECK", 1)[1], re.M)[:1]
+    assert yaml.safe_load(check) == [*PROBE, "/healthz"]
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name in ("bot", "worker-0"):
+        assert services[name]["healthcheck"]["test"] == ["CMD", *PROBE, "/readyz"]
+        assert services[name]["environment"]["OUTPAINT_METRICS_HOST"] == "0.0.0.0"  # Prometheus reaches it
+        assert "ports" not in services[name]  # not published on the host
+    assert seconds(services["worker-0"]["healthcheck"]["start_period"]) >= 600  # a first compile

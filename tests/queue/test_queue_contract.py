@@ -44,11 +44,11 @@ from outpaint_engine.job import (
 )
 from outpaint_engine.plan import PlanError
 from outpaint_engine.queue import embedded
-from outpaint_engine.queue.base import QueueError
+from outpaint_engine.queue.base import QueueDepth, QueueError
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import INTERMEDIATE_TTL_S, RedisQueue
 from outpaint_engine.runner import Outpainter
-from outpaint_engine.worker import FAILED_POLITELY
+from outpaint_engine.worker import FAILED_POLITELY, WorkerState
 
 
 def kinds(events: list[tuple[int, Event]]) -> list[str]:
@@ -165,6 +165,36 @@ async def test_cancel_a_queued_job(harness: Harness) -> None:
     pause.go.set()
     assert kinds(await collect(harness.queue, first.id))[-1] == "done"
     assert all(seed != 11 for seed, _ in harness.engine.runs)
+
+
+async def test_depth_and_the_workers_state(harness: Harness) -> None:
+    """``depth`` counts queued and running jobs; ``workers`` shows the worker idle until its engine
+    loads (with the first job, in these tests), then ready."""
+
+    async def states() -> list[WorkerState]:
+        return [w.state for w in await harness.queue.workers()]
+
+    async def idle() -> bool:  # Redis: once the worker's state thread recorded it
+        return await states() == [WorkerState.IDLE]
+
+    await eventually(idle, "the worker to show up idle")
+    assert await harness.queue.depth() == QueueDepth(queued=0, running=0)
+    pause = Pause(seed=12)
+    harness.engine.hook = pause
+    first, second = make_job(12, times=1), make_job(13, times=1)
+    await harness.queue.submit(first, SOURCE_PNG)
+    await reached(pause)
+    await harness.queue.submit(second, SOURCE_PNG)
+    assert await harness.queue.depth() == QueueDepth(queued=1, running=1)
+
+    async def ready() -> bool:
+        return await states() == [WorkerState.READY]
+
+    await eventually(ready, "the worker to show up ready")
+    await harness.queue.cancel(second.id)
+    pause.go.set()
+    assert kinds(await collect(harness.queue, first.id))[-1] == "done"
+    assert await harness.queue.depth() == QueueDepth(queued=0, running=0)
 
 
 async def test_cancel_a_running_job_stops_it_within_a_denoising_step(harness: Harness) -> None:
