@@ -478,6 +478,7 @@ def save_smolvlm(
     model.generation_config.pad_token_id = ids["pad"]
     model.to(dtype).save_pretrained(directory)
     processor.save_pretrained(directory)
+    return directory
 
 
 def save_image_classifier(directory: Path, scores: dict[str, float], seed: int = 0) -> Path:
