@@ -26,7 +26,7 @@ from bot.store import BotStore
 from outpaint_engine import imageio
 from outpaint_engine.job import Audience, Direction, Job, JobSpec, JobState, new_job_id
 from outpaint_engine.plan import plan_job, scaled
-from outpaint_engine.queue.base import JobQueue
+from outpaint_engine.queue.base import JobExists, JobQueue, QueueUnavailable
 from outpaint_engine.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,12 @@ class Options:
 
 def new_seed() -> int:
     return secrets.randbelow(2**31)
+
+
+SUBMIT_TRIES = 4
+"""How often a submit is sent while the queue is unreachable (each bounded by the queue timeout)."""
+SUBMIT_RETRY_S = 0.25
+"""The first pause between two tries; it doubles, up to ``reconnect_max_s``."""
 
 
 class JobService:
@@ -245,9 +251,32 @@ class JobService:
             meta={"origin": origin, "parent": source.parent.id if source.parent else None},
             audience=who.audience,
         )
-        job = await self.queue.submit(job, source.png)
+        job = await self._submit_once(job, source.png)
         metrics.job_submitted(job, origin)
         return job
+
+    async def _submit_once(self, job: Job, png: bytes) -> Job:
+        """Submit ``job``, sending it again (same id) while the queue is unreachable.
+
+        A submit that timed out may still land (a frozen Redis runs the commands it had received
+        when it wakes up): the next try then finds the job (:class:`JobExists`) and follows it
+        rather than queueing a second one or telling the user it failed.
+        """
+        delay, attempt = SUBMIT_RETRY_S, 1
+        while True:
+            try:
+                return await self.queue.submit(job, png)
+            except JobExists:
+                landed = await self.queue.get(job.id) if attempt > 1 else None
+                if landed is None:  # a first try that collides: not ours
+                    raise
+                log.info("job %s: a submit that timed out had landed", job.id)
+                return landed
+            except QueueUnavailable:
+                if attempt == SUBMIT_TRIES:
+                    raise
+            await asyncio.sleep(delay)
+            delay, attempt = min(2 * delay, self.settings.reconnect_max_s), attempt + 1
 
 
 def png_size(png: bytes) -> tuple[int, int]:

@@ -34,8 +34,11 @@ class QueueUnavailable(QueueError):
 
     A write that raised it may still take effect once the backend answers again (a frozen Redis
     runs the commands it had received): ``submit`` is safe to send again with the same job id
-    (``QueueError`` "already exists" then means it landed); ``cancel`` and ``retry`` are safe to
-    repeat."""
+    (:class:`JobExists` then means it landed); ``cancel`` and ``retry`` are safe to repeat."""
+
+
+class JobExists(QueueError):
+    """``submit`` of a job id the queue already has (a re-sent submit that had landed)."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from contextlib import suppress
 
 from outpaint_engine.job import Cancelled, Event, Job, JobState
 from outpaint_engine.queue import fair
-from outpaint_engine.queue.base import JobQueue, QueueDepth, QueueError
+from outpaint_engine.queue.base import JobExists, JobQueue, QueueDepth, QueueError
 from outpaint_engine.queue.embedded_worker import EmbeddedWorkerSide
 from outpaint_engine.queue.journal import Journal, Row
 from outpaint_engine.safety import SafetyCheck
@@ -160,7 +160,7 @@ class EmbeddedQueue(JobQueue):
         job.started_at = job.finished_at = job.error = None
         async with self.journal.tx() as db:
             if await self.journal.load(db, job.id) is not None:
-                raise QueueError(f"Job {job.id} already exists.")
+                raise JobExists(f"Job {job.id} already exists.")
             await asyncio.to_thread(self.images.put_source, job.id, source_png)
             row = Row(job, *await self.journal.new_key(db, job.user_id))
             await self.journal.insert(db, row)

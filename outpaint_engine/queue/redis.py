@@ -59,7 +59,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, JobState, Progress, Started
 from outpaint_engine.queue import fair
-from outpaint_engine.queue.base import JobQueue, QueueDepth, QueueError, QueueUnavailable
+from outpaint_engine.queue.base import JobExists, JobQueue, QueueDepth, QueueError, QueueUnavailable
 from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.store import check_job_id, is_job_id
@@ -236,7 +236,7 @@ class RedisQueue(JobQueue):
             self.settings.result_ttl_s,
         )
         if position == 0:
-            raise QueueError(f"Job {job.id} already exists.")
+            raise JobExists(f"Job {job.id} already exists.")
         return job
 
     async def _jobs(self, ids: Iterable[bytes | str]) -> list[Job]:
