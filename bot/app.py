@@ -17,7 +17,7 @@ from pathlib import Path
 import discord
 from discord import app_commands
 
-from bot import commands, messages, moderation, replies
+from bot import commands, messages, moderation, prompt_form, replies
 from bot.delivery import Delivery
 from bot.errors import UserError
 from bot.interactions import report_error
@@ -120,12 +120,16 @@ class OutpaintBot(discord.Client):
         await moderation.on_message_deleted(self, payload.message_id)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
-        """A short answer, instead of Discord's "This interaction failed", for what nothing else
-        handles: a button whose custom id this version does not know, a form sent before a restart."""
+        """The 🖋 forms (their state is in their custom id: see :mod:`bot.prompt_form`), and a short
+        answer, instead of Discord's "This interaction failed", for what nothing else handles: a
+        button whose custom id this version does not know, a form sent before a restart."""
         custom_id = (interaction.data or {}).get("custom_id", "")
+        form = interaction.type is discord.InteractionType.modal_submit
         if interaction.type is discord.InteractionType.component and not is_ours(custom_id):
             await report_error(interaction, UserError(messages.BUTTON_OUTDATED))
-        elif interaction.type is discord.InteractionType.modal_submit and custom_id not in self.forms:
+        elif form and prompt_form.is_prompt_form(custom_id):
+            await prompt_form.submit(interaction)
+        elif form and custom_id not in self.forms:
             await report_error(interaction, UserError(messages.FORM_EXPIRED))
 
     @property

@@ -40,7 +40,7 @@ def register(bot: "OutpaintBot") -> None:
         image="The picture to extend (PNG, JPEG, WebP or GIF).",
         direction="Which side to grow.",
         times=f"How many expansions (1–{settings.max_times}).",
-        prompt="What should appear in the new area (optional).",
+        prompt="What should appear in the new area (optional; empty: an auto prompt, if enabled).",
         negative_prompt="What should not appear (optional).",
         expand=f"Pixels added per expansion: a multiple of 8, default {bot.jobs.default_expand} (optional).",
         seed="Repeat a result exactly with the same seed (optional).",
@@ -82,13 +82,16 @@ def register(bot: "OutpaintBot") -> None:
             assert interaction.guild_id is not None
             listed = await moderation.guild_queue(bot, interaction.guild_id)
             lines = [
-                messages.guild_queue_line(await _queue_line(bot, job), job.user_id, url)
+                messages.queue_entry(
+                    messages.guild_queue_line(await _queue_line(bot, job), job.user_id, url), job
+                )
                 for job, url in reversed(listed)
             ]
             empty = messages.NOTHING_QUEUED_IN_GUILD
         else:
             jobs = await bot.queue.list_jobs(user_id=interaction.user.id, states=ACTIVE)
-            lines, empty = [await _queue_line(bot, job) for job in reversed(jobs)], messages.NOTHING_QUEUED
+            lines = [messages.queue_entry(await _queue_line(bot, job), job) for job in reversed(jobs)]
+            empty = messages.NOTHING_QUEUED
         await interaction.edit_original_response(
             content=messages.listing(lines, empty), allowed_mentions=discord.AllowedMentions.none()
         )

@@ -3,7 +3,9 @@
 For every job the bot follows the queue's events (``JobQueue.events``, replay then follow) and turns
 them into edits of its status message (:class:`~bot.status.StatusMessage`): queue position and ETA,
 progress (with a small preview while an expansion denoises), and the whole canvas after every
-expansion, so the image visibly grows. When the job is done the result goes out as an ordinary
+expansion, so the image visibly grows. The status and the result also show the prompt the job runs
+with: the user's, or the auto prompt its worker wrote (``Prompted``; stored with the job, so a
+restarted bot shows it too). When the job is done the result goes out as an ordinary
 channel message with the buttons (it outlives the interaction token, and a reply to it pings its
 author), and the status message shrinks to a link to it.
 
@@ -42,6 +44,7 @@ from bot.status import SPOILER_PREFIX, StatusMessage, Upload, fit_upload
 from bot.store import DeliveryRecord
 from bot.views import result_view, status_view
 from outpaint_engine.job import (
+    AutoPrompt,
     Cancelled,
     Done,
     Event,
@@ -50,6 +53,7 @@ from outpaint_engine.job import (
     Job,
     JobState,
     Progress,
+    Prompted,
     Queued,
     Started,
 )
@@ -213,6 +217,7 @@ class JobFollower:
         await self.edit_status(text, view=status_view(self.job_id))
 
     async def edit_status(self, content: str, **kwargs) -> discord.Message:
+        content = messages.with_prompt(content, self.job)
         if self.note:
             content += messages.upload_note(self.note)
         message = await self.status.edit(content, **kwargs)
@@ -236,6 +241,9 @@ class JobFollower:
                 await self._show_queued(position, eta, await self._warm_up())
             case Started():
                 self.queued = False
+                await self.edit_status(messages.started(self.summary), view=status_view(self.job_id))
+            case Prompted(prompt=prompt, reason=reason) if self.job is not None:
+                self.job.auto_prompt = AutoPrompt(prompt, reason)
                 await self.edit_status(messages.started(self.summary), view=status_view(self.job_id))
             case Progress() if self._due():
                 self.queued = False
@@ -313,7 +321,14 @@ class JobFollower:
             await self.edit_status(messages.RESULT_GONE, view=None)
             return None
         upload = await fit_upload(png, self.record.filesize_limit, f"outpaint-{self.job_id}")
-        content = messages.result(self.job.user_id, self.summary, event.width, event.height, upload.note)
+        content = messages.result(
+            self.job.user_id,
+            self.summary,
+            event.width,
+            event.height,
+            upload.note,
+            messages.prompt_line(self.job),
+        )
         if self.record.posting_since is None:
             self.record.posting_since = time.time()
             await self.bot.store.update_delivery(self.job_id, posting_since=self.record.posting_since)

@@ -9,7 +9,7 @@ import time
 
 import discord
 
-from outpaint_engine.job import Direction
+from outpaint_engine.job import Direction, Job
 
 ARROWS = {Direction.LEFT: "⬅", Direction.RIGHT: "➡", Direction.UP: "⬆", Direction.DOWN: "⬇"}
 
@@ -251,6 +251,47 @@ def cancelled(summary: str) -> str:
     return f"✖ {summary}: cancelled."
 
 
+PROMPT_SHOWN_CHARS = 200
+"""The longest prompt a status or result shows (a caption is at most 200 characters)."""
+QUEUE_PROMPT_CHARS = 80
+"""The same in a /queue listing."""
+
+
+def shown_prompt(text: str, limit: int = PROMPT_SHOWN_CHARS) -> str:
+    """A prompt as the bot shows it: one line of at most ``limit`` characters, its markdown and
+    mentions escaped (a prompt, or a model's caption, is text, never formatting or a ping)."""
+    line = " ".join(text.split())
+    if len(line) > limit:
+        line = line[: limit - 1].rstrip() + "…"
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(line))
+
+
+def prompt_line(job: Job, limit: int = PROMPT_SHOWN_CHARS) -> str | None:
+    """The prompt a job runs with: ``Prompt: …`` (the user's), ``Prompt (auto): …`` (the worker's
+    captioner wrote it), ``No auto prompt: <why>``, or None (no prompt and no captioner)."""
+    if job.spec.prompt:
+        return f"Prompt: {shown_prompt(job.spec.prompt, limit)}"
+    auto = job.auto_prompt
+    if auto is None:
+        return None
+    if auto.text:
+        return f"Prompt (auto): {shown_prompt(auto.text, limit)}"
+    return f"No auto prompt: {shown_prompt(auto.reason or 'the captioner wrote nothing', limit)}."
+
+
+def with_prompt(content: str, job: Job | None) -> str:
+    """``content`` with the job's prompt line under it, when it has one."""
+    line = prompt_line(job) if job is not None else None
+    return f"{content}\n{line}" if line else content
+
+
+PROMPT_FORM_TITLE = "Edit the prompt"
+PROMPT_FORM_LABEL = "Prompt"
+PROMPT_FORM_HINT = "What the new area should show. Empty: none (or an auto prompt, if enabled)."
+PROMPT_FORM_THEN = "Then"
+PROMPT_FORM_REDO = "Redo the last expansion with it"
+PROMPT_FORM_CONTINUE = "Extend the result once more with it"
+
 RESULT_DELETED_STATUS = "🗑 The result of this job was deleted."
 SPOILER_NOTE = "Hidden as a spoiler: the automatic content check flagged this picture."
 
@@ -258,11 +299,15 @@ SPOILER_NOTE = "Hidden as a spoiler: the automatic content check flagged this pi
 CANCELLING = "✖ Cancelling…"
 
 
-def result(user_id: int, summary: str, width: int, height: int, note: str | None) -> str:
+def result(
+    user_id: int, summary: str, width: int, height: int, note: str | None, prompt: str | None = None
+) -> str:
+    """The result message; ``prompt``: the job's :func:`prompt_line`."""
     lines = [
         f"<@{user_id}> here is your image ({summary}, {width}×{height}).",
-        "Use the buttons to extend it, 🔄 to redo the last expansion, 🗑 to delete it, "
-        "or reply with e.g. `left 2`.",
+        *([prompt] if prompt else []),
+        "Use the buttons to extend it, 🔄 to redo the last expansion, 🖋 to redo it with another prompt, "
+        "🗑 to delete it, or reply with e.g. `left 2`.",
     ]
     if note:
         lines.append(f"ℹ {note}")
@@ -285,6 +330,12 @@ def queue_line(job_id: str, summary: str, state: str, position: int | None, eta_
     where = f"position {position}" if position else state
     eta = f", ready {relative_time(eta_s)}" if eta_s is not None else ""
     return f"`{job_id}` {summary}: {where}{eta}"
+
+
+def queue_entry(line: str, job: Job) -> str:
+    """A /queue line with the prompt its job runs with under it, when it has one."""
+    prompt = prompt_line(job, QUEUE_PROMPT_CHARS)
+    return f"{line}\n    {prompt}" if prompt else line
 
 
 def guild_queue_line(line: str, user_id: int, status_url: str | None) -> str:
@@ -326,12 +377,17 @@ many times to extend it (1–{max_times}). Optional: `prompt` (what should appea
 (what should not), `expand` (pixels per step, default {default_expand}, at most {max_expand}), `seed` \
 (repeat a result exactly). A portrait grown sideways (or a landscape grown up or \
 down) is first squared up: one extra step.
+**Prompts**: without one, a model describes the picture and writes one, if the operator enabled \
+auto prompts. The progress message and the result show the prompt used: `Prompt: …` (yours) or \
+`Prompt (auto): …`.
 **Right-click a message → Apps → Outpaint** works on any message with an image.
 **Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔄 redoes the last expansion with a new \
-seed, 🗑 deletes it. ✖ under a job's progress message cancels it. Only whoever started a job (or a \
+seed, 🖋 lets you edit the prompt used and redo the last expansion with it (or extend the result \
+once more), 🗑 deletes it. ✖ under a job's progress message cancels it. Only whoever started a job (or a \
 moderator of the server) may cancel it or delete its result.
 **Reply** to a result with e.g. `left 2` or `right 3 a misty forest` (keep the @mention on).
-`/queue` shows your jobs and when they should be ready (a moderator's shows the server's).
+`/queue` shows your jobs, their prompts and when they should be ready (a moderator's shows the \
+server's).
 
 Limits: {max_user_jobs} jobs at a time per person, {cooldown_s:g} s between jobs,{daily} files up to \
 {max_attachment_mb:g} MiB, results up to {max_canvas_side} px on a side, prompts up to \

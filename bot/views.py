@@ -1,4 +1,4 @@
-"""The buttons: ⬅ ➡ ⬆ ⬇ 🔄 🗑 under every result, ✖ under a running job's status.
+"""The buttons: ⬅ ➡ ⬆ ⬇ 🔄 🖋 🗑 under every result, ✖ under a running job's status.
 
 A button carries its whole state in its ``custom_id`` (``outpaint:<action>:<job id>``); the job
 itself is in the queue's store. :class:`JobButton` is a :class:`discord.ui.DynamicItem` registered
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
-from bot import messages, moderation
+from bot import messages, moderation, prompt_form
 from bot.errors import UserError
 from bot.interactions import report_error, start_job
 from bot.jobs import Options
@@ -29,12 +29,13 @@ EXTEND = tuple(str(d) for d in Direction)
 REDO = "redo"
 CANCEL = "cancel"
 DELETE = "delete"
+PROMPT = "prompt"  # 🖋: redo (or continue) with an edited prompt (bot.prompt_form)
 
-_EMOJI = {**{str(d): arrow for d, arrow in ARROWS.items()}, REDO: "🔄", CANCEL: "✖", DELETE: "🗑"}
+_EMOJI = {**{str(d): a for d, a in ARROWS.items()}, REDO: "🔄", CANCEL: "✖", DELETE: "🗑", PROMPT: "🖋"}
 
 
 CUSTOM_ID = re.compile(
-    r"outpaint:(?P<action>left|right|up|down|redo|cancel|delete):(?P<job_id>[0-9A-Za-z_-]{1,64})"
+    r"outpaint:(?P<action>left|right|up|down|redo|cancel|delete|prompt):(?P<job_id>[0-9A-Za-z_-]{1,64})"
 )
 
 
@@ -65,6 +66,8 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
             await cancel(interaction, self.job_id)
         elif self.action == DELETE:
             await moderation.delete_result(interaction, self.job_id)
+        elif self.action == PROMPT:
+            await prompt_form.open_form(interaction, self.job_id)
         elif self.action == REDO:  # in the direction of the job redone
             await start_job(interaction, Options(None), lambda: jobs.redo_job(self.job_id), "redo")
         else:
@@ -92,7 +95,7 @@ async def cancel(interaction: discord.Interaction[OutpaintBot], job_id: str) -> 
 
 def result_view(job_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for action in (*EXTEND, REDO, DELETE):
+    for action in (*EXTEND, REDO, PROMPT, DELETE):
         view.add_item(JobButton(action, job_id))
     return view
 

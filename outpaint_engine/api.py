@@ -14,12 +14,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from outpaint_engine.job import CancelToken, JobSpec
 from outpaint_engine.plan import Plan
+
+if TYPE_CHECKING:
+    from outpaint_engine.captioner import Caption
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,13 @@ ProgressCallback = Callable[[StepProgress], None]
 
 class Engine(Protocol):
     """What a worker needs. An engine may also have ``concurrency`` (an int, default 1): how many
-    jobs it runs well at once from as many threads (the real engine batches their UNet calls)."""
+    jobs it runs well at once from as many threads (the real engine batches their UNet calls).
+
+    An engine may also write prompts: a ``captioner`` (None when it has none) and
+    ``caption(source, direction) -> Caption`` (``direction`` None for all sides), which never
+    raises for the captioner's sake. Such an engine's ``run`` also takes ``auto_prompt=False``: the
+    worker captions a job itself, once, and stores the prompt with it (see :func:`auto_prompter`).
+    """
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan: ...
 
@@ -86,6 +95,17 @@ class Engine(Protocol):
         ``cancel`` being set, and :class:`outpaint_engine.plan.PlanError` for a request it cannot do.
         """
         ...
+
+
+CaptionFn = Callable[[np.ndarray, "str | None"], "Caption"]
+
+
+def auto_prompter(engine: object) -> CaptionFn | None:
+    """``engine.caption`` when the engine writes prompts (it has a captioner), else None."""
+    caption = getattr(engine, "caption", None)
+    if getattr(engine, "captioner", None) is None or not callable(caption):
+        return None
+    return caption
 
 
 def _derived(text: str) -> int:

@@ -110,6 +110,16 @@ class JobSpec:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class AutoPrompt:
+    """The prompt a worker's captioner wrote for a job that had none: ``text``, or "" and the
+    ``reason`` there is none ("the captioner timed out", "the auto prompt was withheld"). Written
+    once per job, before its first expansion, and stored with it: a resume or retry reuses it."""
+
+    text: str = ""
+    reason: str | None = None
+
+
 def new_job_id() -> str:
     """A short, URL- and custom_id-safe unique id."""
     return uuid.uuid4().hex[:16]
@@ -124,6 +134,8 @@ class Job:
     queue and the engine; the bot keeps its Discord references there (status message id, parent
     job, interaction token expiry...). The Discord token itself never goes in a job. ``audience``
     is where the images will be shown: the worker's content check picks its policy by it.
+    ``auto_prompt`` is what the worker's captioner wrote for a job without a prompt (None: not
+    captioned, because the job has a prompt or the worker has no captioner).
     """
 
     id: str
@@ -142,6 +154,12 @@ class Job:
     attempts: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     audience: Audience = Audience.GENERAL
+    auto_prompt: AutoPrompt | None = None
+
+    @property
+    def prompt_in_use(self) -> str:
+        """The prompt the job runs with: the user's, else the auto prompt ("" for none)."""
+        return self.spec.prompt or (self.auto_prompt.text if self.auto_prompt else "")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -156,6 +174,8 @@ class Job:
         values["spec"] = JobSpec.from_dict(values["spec"])
         values["state"] = JobState(values["state"])
         values["audience"] = Audience(values.get("audience", Audience.GENERAL))
+        if isinstance(values.get("auto_prompt"), dict):
+            values["auto_prompt"] = AutoPrompt(**values["auto_prompt"])
         return cls(**values)
 
 
@@ -195,6 +215,16 @@ class Queued(Event):
 class Started(Event):
     total_steps: int = 0
     kind: ClassVar[str] = "started"
+
+
+@dataclass(frozen=True)
+class Prompted(Event):
+    """The worker's captioner wrote the job's prompt (:class:`AutoPrompt`), after ``Started`` and
+    before the first expansion; once per job (a resume or retry reuses the stored one)."""
+
+    prompt: str = ""  # "" when there is none; then ``reason`` says why
+    reason: str | None = None
+    kind: ClassVar[str] = "prompted"
 
 
 @dataclass(frozen=True)
@@ -251,7 +281,7 @@ class Cancelled(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (Queued, Started, Progress, Expanded, Done, Failed, Cancelled)
+    cls.kind: cls for cls in (Queued, Started, Prompted, Progress, Expanded, Done, Failed, Cancelled)
 }
 
 

@@ -19,7 +19,18 @@ from typing import TYPE_CHECKING, TypeVar
 
 import aiosqlite
 
-from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, JobState, Progress, Started
+from outpaint_engine.job import (
+    AutoPrompt,
+    Cancelled,
+    Done,
+    Event,
+    Expanded,
+    Failed,
+    JobState,
+    Progress,
+    Prompted,
+    Started,
+)
 from outpaint_engine.queue.base import QueueUnavailable
 from outpaint_engine.queue.journal import Row
 from outpaint_engine.worker import FAILED_POLITELY, Claim, LostClaim, WorkerSide, retry_while_unavailable
@@ -88,6 +99,10 @@ class EmbeddedWorkerSide(WorkerSide):
         event = Started(claim.job.id, total_steps)
         self._call("publishing", lambda: self.publish_for(claim, event, total_steps=total_steps))
         claim.job.total_steps = total_steps
+
+    def prompted(self, claim: Claim, auto: AutoPrompt) -> None:
+        self._call("storing the prompt", lambda: self.store_prompt(claim, auto))
+        claim.job.auto_prompt = auto
 
     def progress(self, claim: Claim, event: Progress) -> None:
         self._call("publishing", lambda: self.publish_for(claim, event))
@@ -162,6 +177,16 @@ class EmbeddedWorkerSide(WorkerSide):
                 row.job.total_steps = total_steps
                 await self.journal.save(db, row)
             await self.journal.publish(db, event)
+            cancel = row.cancel_requested
+        if cancel:
+            claim.cancel.cancel()
+
+    async def store_prompt(self, claim: Claim, auto: AutoPrompt) -> None:
+        async with self.owned(claim) as (db, row):
+            if row.job.auto_prompt is None:
+                row.job.auto_prompt = auto
+                await self.journal.save(db, row)
+                await self.journal.publish(db, Prompted(claim.job.id, auto.text, auto.reason))
             cancel = row.cancel_requested
         if cancel:
             claim.cancel.cancel()

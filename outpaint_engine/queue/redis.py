@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import asdict
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -57,7 +58,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from outpaint_engine.job import Cancelled, Done, Event, Expanded, Failed, Job, JobState, Progress, Started
+from outpaint_engine.job import (
+    AutoPrompt,
+    Cancelled,
+    Done,
+    Event,
+    Expanded,
+    Failed,
+    Job,
+    JobState,
+    Progress,
+    Prompted,
+    Started,
+)
 from outpaint_engine.queue import fair
 from outpaint_engine.queue.base import JobExists, JobQueue, QueueDepth, QueueError, QueueUnavailable
 from outpaint_engine.queue.redis_scripts import PRELUDE, SCRIPTS
@@ -135,6 +148,8 @@ def _job_from_hash(fields: dict[bytes, bytes]) -> Job:
         finished_at=float(h["finished_at"]) if h["finished_at"] else None,
         error=h["error"] or None,
     )
+    if h.get("auto_prompt"):
+        data["auto_prompt"] = json.loads(h["auto_prompt"])
     return Job.from_dict(data)
 
 
@@ -532,6 +547,12 @@ class RedisWorkerSide(WorkerSide):
         event = Started(claim.job.id, total_steps)
         self._write(claim, "publishing", "publish", _event_json(event), f"{claim.token}:started", total_steps)
         claim.job.total_steps = total_steps
+
+    def prompted(self, claim: Claim, auto: AutoPrompt) -> None:
+        event = Prompted(claim.job.id, auto.text, auto.reason)
+        stored = json.dumps(asdict(auto))
+        self._write(claim, "storing the prompt", "prompted", stored, _event_json(event))
+        claim.job.auto_prompt = auto
 
     def progress(self, claim: Claim, event: Progress) -> None:
         key = f"{claim.token}:{event.step}:{event.denoise}"

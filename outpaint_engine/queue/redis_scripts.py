@@ -4,7 +4,8 @@ Keys (prefix ``P``, ``outpaint:``)::
 
     P job:<id>         hash: json (the job as submitted), state, steps_done, total_steps, est_steps,
                        attempts, stalls (deliveries that stored no new step), started_at,
-                       finished_at, error, user, guild, round, member,
+                       finished_at, error, user, guild, round, member, auto_prompt (JSON of the
+                       AutoPrompt its worker wrote, once; absent before),
                        owner (claim token of the worker running it), entry (its work-stream entry),
                        published (key of the last event its worker published)
     P ev:<id>          stream of the job's events, entry ids 0-1, 0-2, ... (the sequence numbers)
@@ -253,6 +254,15 @@ end
 return cancel_flag(id)
 """
 
+# ARGV: P, id, token, AutoPrompt json, Prompted json -> 0 lost, 1 ok, 2 ok and cancel requested.
+# The first prompt stored stays (a write sent twice is stored and published once).
+PROMPTED = r"""
+local id, token = ARGV[2], ARGV[3]
+if not owns(id, token) then return 0 end
+if redis.call('HSETNX', jkey(id), 'auto_prompt', ARGV[4]) == 1 then publish(id, ARGV[5]) end
+return cancel_flag(id)
+"""
+
 # ARGV: P, id, token, step, png, ttl_s, Expanded json, give back the delivery's stall ('1': its
 #       first new step) -> 0 lost, 1 ok, 2 ok and cancel requested
 CHECKPOINT = r"""
@@ -352,6 +362,7 @@ SCRIPTS = {
     "claim": CLAIM,
     "heartbeat": HEARTBEAT,
     "publish": PUBLISH,
+    "prompted": PROMPTED,
     "checkpoint": CHECKPOINT,
     "finish": FINISH,
     "requeue": REQUEUE,

@@ -1,7 +1,9 @@
 """The worker loop: the one loop that runs jobs, for both queue backends.
 
-claim → load the source and the last checkpoint → ``engine.run`` → store a checkpoint and publish
-``Expanded`` after every expansion step → ``Done`` → acknowledge. The embedded queue runs this loop
+claim → load the source and the last checkpoint → (a job without a prompt, on an engine with a
+captioner: its auto prompt, written once per job, screened by the word list, stored with the job and
+published as ``Prompted``) → ``engine.run`` → store a checkpoint and publish ``Expanded`` after
+every expansion step → ``Done`` → acknowledge. The embedded queue runs this loop
 in a thread of the bot process; ``outpaint-worker`` (:mod:`outpaint_engine.worker.cli`) runs it
 against a Redis queue.
 
@@ -26,10 +28,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from outpaint_engine.api import Checkpoint, Engine, StepProgress
+import numpy as np
+
+from outpaint_engine.api import Checkpoint, Engine, StepProgress, auto_prompter
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
-from outpaint_engine.job import JobCancelledError, Progress
+from outpaint_engine.job import AutoPrompt, JobCancelledError, JobSpec, Progress
 from outpaint_engine.observability.logs import job_event
 from outpaint_engine.observability.stages import EXPANSION_SECONDS, listening_to_load_stages
 from outpaint_engine.plan import PlanError
@@ -44,6 +49,8 @@ FAILED_POLITELY = "Sorry, something went wrong while extending this image. Pleas
 SOURCE_GONE = "The source image of this job is no longer stored; please start a new one."
 CHECKPOINT_GONE = "The stored steps of this job have expired; please start a new one."
 NOTHING_TO_DO = "There is nothing to extend: ask for at least one expansion."
+WITHHELD = "the auto prompt was withheld"
+"""Why a job has no auto prompt when the operator's word list refused what the captioner wrote."""
 CHECKPOINT_PNG_LEVEL = 1
 """Checkpoints are written after every step: zlib level 1 is several times faster than 6."""
 PREVIEW_EVERY_S = 1.0
@@ -290,9 +297,11 @@ class Worker:
             job_event(log, job, "started", "started after %.1f s in the queue", wait_s, wait_s=wait_s)
         last_step, canvas = (resume.steps_done - 1, resume.canvas) if resume else (-1, None)
         if last_step < total - 1:
+            spec, options = self._with_prompt(claim, engine, source)
             report = self._reporter(claim, total, review)
             began = time.monotonic()
-            for result in engine.run(source, job.spec, resume=resume, progress=report, cancel=claim.cancel):
+            runs = engine.run(source, spec, resume=resume, progress=report, cancel=claim.cancel, **options)
+            for result in runs:
                 EXPANSION_SECONDS.labels("expansion").observe(time.monotonic() - began)  # the engine's time
                 height, width = result.canvas.shape[:2]
                 review.check(result.canvas, result.step)
@@ -306,6 +315,23 @@ class Worker:
             raise RuntimeError(f"the engine stopped after step {last_step} of {total}")
         side.done(claim, last_step, canvas.shape[1], canvas.shape[0])
         return None
+
+    def _with_prompt(self, claim: Claim, engine: Engine, source: np.ndarray) -> tuple[JobSpec, dict]:
+        """The spec to run (with the auto prompt filled in) and ``run``'s extra arguments. A job
+        without a prompt on an engine with a captioner is captioned here, once per job: the prompt
+        (or why there is none) is stored with the job and published before the first expansion, and
+        a resume or retry reuses it."""
+        job, caption = claim.job, auto_prompter(engine)
+        if not job.spec.prompt and job.auto_prompt is None and caption is not None:
+            written = caption(source, None if job.spec.zoom else job.spec.direction)
+            auto = AutoPrompt(written.text, written.reason)
+            if written.text and self.safety.words.find(written.text) is not None:
+                log.info("job %s: the auto prompt was withheld (the word list)", job.id)
+                auto = AutoPrompt("", WITHHELD)
+            self.side.prompted(claim, auto)
+            claim.cancel.raise_if_cancelled()
+        spec = replace(job.spec, prompt=job.prompt_in_use)
+        return spec, ({"auto_prompt": False} if caption is not None else {})
 
     def _reporter(self, claim: Claim, total: int, review: JobReview) -> Callable[[StepProgress], None]:
         last_preview = 0.0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from outpaint_engine.job import CancelToken, Job, Progress
+from outpaint_engine.job import AutoPrompt, CancelToken, Job, Progress
 from outpaint_engine.worker.status import WorkerStatus
 
 log = logging.getLogger("outpaint.worker")
@@ -79,6 +79,12 @@ class WorkerSide(ABC):
     @abstractmethod
     def started(self, claim: Claim, total_steps: int) -> None:
         """Record the planned step count and publish ``Started``."""
+
+    @abstractmethod
+    def prompted(self, claim: Claim, auto: AutoPrompt) -> None:
+        """Store the job's auto prompt with it and publish ``Prompted``, unless one is stored
+        already (a write sent twice); sets ``claim.job.auto_prompt`` and, when the job's cancel
+        flag is up, ``claim.cancel``."""
 
     @abstractmethod
     def progress(self, claim: Claim, event: Progress) -> None:

@@ -18,7 +18,9 @@ from processes import Processes
 from queue_helpers import REDIS_SERVER, Harness, RedisServer, queue_settings
 from real_engine import THREADS, HookedEngine
 
+from outpaint_engine.captioner import Caption
 from outpaint_engine.runner import Outpainter
+from outpaint_engine.safety import SafetyCheck, SafetySettings
 
 
 def require_redis() -> None:
@@ -66,16 +68,20 @@ def engine(tiny_engine: Outpainter) -> Iterator[Outpainter]:
 
 
 async def open_harness(
-    request: pytest.FixtureRequest, tmp_path: Path, engine: RecordingEngine, **settings: object
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    engine: RecordingEngine,
+    *,
+    safety: SafetyCheck | None = None,
+    **settings: object,
 ) -> Harness:
     server: RedisServer | None = None
     if request.param == "redis":
         server = request.getfixturevalue("shared_redis")
         with redis.Redis.from_url(server.url) as client:
             client.flushall()
-    h = Harness(
-        request.param, queue_settings(server.url if server else "embedded", tmp_path, **settings), engine
-    )
+    url = server.url if server else "embedded"
+    h = Harness(request.param, queue_settings(url, tmp_path, **settings), engine, safety)
     h.redis_server = server
     await h.start()
     return h
@@ -106,5 +112,22 @@ async def impatient_harness(
 ) -> AsyncIterator[Harness]:
     """:func:`harness` with a short ``queue_timeout_s`` (0.3 s), for backends that stop answering."""
     h = await open_harness(request, tmp_path, HookedEngine(engine), queue_timeout_s=0.3)
+    yield h
+    await h.close()
+
+
+AUTO_PROMPT = "a misty pine forest"
+"""What the captioner of ``captioning_harness`` writes (until a test changes it)."""
+WITHHELD_WORD = "gore"
+"""On the word list of ``captioning_harness``'s worker."""
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def captioning_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A backend whose worker runs the :class:`engine_double.FastEngineDouble` with a captioner
+    (it writes :data:`AUTO_PROMPT`) and a word list (:data:`WITHHELD_WORD`): the pixels do not matter."""
+    words = SafetyCheck(SafetySettings(_env_file=None, blocked_words=[WITHHELD_WORD]))
+    engine = FastEngineDouble(caption=Caption(AUTO_PROMPT))
+    h = await open_harness(request, tmp_path, engine, safety=words)
     yield h
     await h.close()

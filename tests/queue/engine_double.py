@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from outpaint_engine.api import Checkpoint, Engine, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.captioner import Caption
 from outpaint_engine.job import CancelToken, JobSpec
 from outpaint_engine.observability.stages import WARMING, report_load_stage
 from outpaint_engine.plan import Plan, PlanStep, plan_job
@@ -34,37 +35,61 @@ LOG_ENV = "OUTPAINT_TEST_ENGINE_LOG"
 GATE_ENV = "OUTPAINT_TEST_ENGINE_GATE"
 ONE_STEP_ENV = "OUTPAINT_TEST_ENGINE_ONE_STEP"
 LOAD_GATE_ENV = "OUTPAINT_TEST_ENGINE_LOAD_GATE"
+CAPTION_ENV = "OUTPAINT_TEST_ENGINE_CAPTION"
 
 
 class RecordingEngine:
-    """What the test engines share: a ``hook`` and a record of what they did.
+    """What the test engines share: a ``hook``, an optional captioner and a record of what they did.
 
     ``runs`` lists ``(seed, steps_done)`` for every run (``steps_done`` of the checkpoint it resumed
-    from); ``computed`` lists ``(seed, step)`` for every expansion step it finished. With
-    ``log_path``, each record is also appended to that file as a JSON line with the process id:
-    ``{"pid", "seed", "resume"}`` or ``{"pid", "seed", "step"}``.
+    from), ``prompts`` the prompt of each run; ``computed`` lists ``(seed, step)`` for every
+    expansion step it finished. With ``caption`` the engine has a captioner that answers it to
+    every :meth:`caption` (a job without a prompt run with ``auto_prompt`` left on is captioned
+    too, as the real engine does); ``captions`` lists the direction of each. With ``log_path``,
+    each record is also appended to that file as a JSON line with the process id:
+    ``{"pid", "seed", "resume", "prompt"}``, ``{"pid", "seed", "step"}`` or
+    ``{"pid", "seed": null, "caption"}``.
     """
 
-    def __init__(self, hook: Hook | None = None, *, log_path: str | None = None) -> None:
+    def __init__(
+        self, hook: Hook | None = None, *, log_path: str | None = None, caption: Caption | None = None
+    ) -> None:
         self.hook = hook
         self.log_path = log_path
+        self.captioner = caption  # None: the engine writes no prompts
         self.computed: list[tuple[int, int]] = []
         self.runs: list[tuple[int, int]] = []
+        self.prompts: list[str] = []
+        self.captions: list[str | None] = []
         self._lock = threading.Lock()
 
-    def _ran(self, spec: JobSpec, resume: Checkpoint | None) -> None:
-        self._record(self.runs, "resume", spec.seed, resume.steps_done if resume else 0)
+    def caption(self, source: np.ndarray, direction: str | None) -> Caption:
+        assert self.captioner is not None, "the worker asked an engine without a captioner"
+        with self._lock:
+            self.captions.append(direction)
+        self._log({"seed": None, "caption": direction})  # a caption knows no seed
+        return self.captioner
+
+    def _ran(self, source: np.ndarray, spec: JobSpec, resume: Checkpoint | None, auto_prompt: bool) -> None:
+        if not spec.prompt and auto_prompt and self.captioner is not None:
+            self.caption(source, None if spec.zoom else spec.direction)
+        with self._lock:
+            self.prompts.append(spec.prompt)
+        self._record(self.runs, "resume", spec.seed, resume.steps_done if resume else 0, prompt=spec.prompt)
 
     def _finished(self, spec: JobSpec, step: int) -> None:
         self._record(self.computed, "step", spec.seed, step)
 
-    def _record(self, into: list[tuple[int, int]], key: str, seed: int, value: int) -> None:
+    def _record(self, into: list[tuple[int, int]], key: str, seed: int, value: int, **more: str) -> None:
         with self._lock:
             into.append((seed, value))
+        self._log({"seed": seed, key: value, **more})
+
+    def _log(self, record: dict[str, object]) -> None:
         if self.log_path:  # one write of one line in append mode: whole lines across processes
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
-                os.write(fd, (json.dumps({"pid": os.getpid(), "seed": seed, key: value}) + "\n").encode())
+                os.write(fd, (json.dumps({"pid": os.getpid(), **record}) + "\n").encode())
             finally:
                 os.close(fd)
 
@@ -108,10 +133,11 @@ class FastEngineDouble(RecordingEngine):
         resume: Checkpoint | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        auto_prompt: bool = True,
     ) -> Iterator[StepResult]:
         plan = self.plan(source.shape[1], source.shape[0], spec)
         done = resume.steps_done if resume else 0
-        self._ran(spec, resume)
+        self._ran(source, spec, resume, auto_prompt)
         canvas = resume.canvas if resume else _prepare(source, plan.prepared_size)
         for step in plan.steps[done:]:
             for denoise in range(1, spec.steps + 1):
@@ -188,7 +214,8 @@ def env_hook() -> Hook:
       then waits in the next one until the job is cancelled (tests kill it there);
     - a job whose prompt is ``crash`` kills its process at its first denoising step.
 
-    ``OUTPAINT_TEST_ENGINE_LOG=path`` names the engine's log (see :class:`RecordingEngine`).
+    ``OUTPAINT_TEST_ENGINE_LOG=path`` names the engine's log (see :class:`RecordingEngine`), and
+    ``OUTPAINT_TEST_ENGINE_CAPTION=text`` gives it a captioner that writes ``text`` (:func:`env_caption`).
     """
     gates = [gate.rpartition(":") for gate in os.environ.get(GATE_ENV, "").split(",") if gate]
     one_step = os.environ.get(ONE_STEP_ENV) == "1"
@@ -213,6 +240,12 @@ def env_hook() -> Hook:
     return hook
 
 
+def env_caption() -> Caption | None:
+    """The captioner's answer of an engine in a subprocess (``OUTPAINT_TEST_ENGINE_CAPTION``)."""
+    text = os.environ.get(CAPTION_ENV)
+    return None if text is None else Caption(text)
+
+
 def broken() -> FastEngineDouble:
     """An engine factory that fails the way a missing GPU or model does."""
     raise RuntimeError("no CUDA device here")
@@ -222,4 +255,4 @@ def from_env() -> FastEngineDouble:
     """The double for ``outpaint-worker --engine engine_double:from_env`` (see :func:`env_hook`
     and :func:`wait_for_load_gate`)."""
     wait_for_load_gate()
-    return FastEngineDouble(env_hook(), log_path=os.environ.get(LOG_ENV))
+    return FastEngineDouble(env_hook(), log_path=os.environ.get(LOG_ENV), caption=env_caption())

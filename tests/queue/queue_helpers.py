@@ -28,6 +28,7 @@ from outpaint_engine.job import Direction, Event, Job, JobSpec
 from outpaint_engine.queue.base import JobQueue, QueueUnavailable
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
+from outpaint_engine.safety import SafetyCheck
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.worker import Worker
 
@@ -185,12 +186,16 @@ async def collect(queue: JobQueue, job_id: str, *, after: int = 0) -> list[tuple
 
 class Harness:
     """A backend as the bot sees it, with one worker running ``engine``: embedded (worker thread
-    inside the queue) or Redis (a worker thread beside the queue)."""
+    inside the queue) or Redis (a worker thread beside the queue); ``safety``: the worker's
+    content check and word list (none by default)."""
 
-    def __init__(self, kind: str, settings: QueueSettings, engine: RecordingEngine) -> None:
+    def __init__(
+        self, kind: str, settings: QueueSettings, engine: RecordingEngine, safety: SafetyCheck | None = None
+    ) -> None:
         self.kind = kind
         self.settings = settings
         self.engine = engine
+        self.safety = safety
         self.queue: JobQueue
         self.redis_server: RedisServer | None = None  # the Redis backend's server
         self._worker: Worker | None = None
@@ -202,13 +207,17 @@ class Harness:
         if self.kind == "redis":
             self._side = RedisWorkerSide(self.settings, name="test-worker")
             self._side.check()
-            self._worker = Worker(self._side, lambda: self.engine, idle_wait_s=self._side.idle_wait_s)
+            self._worker = Worker(
+                self._side, lambda: self.engine, idle_wait_s=self._side.idle_wait_s, safety=self.safety
+            )
             self._thread = threading.Thread(target=self._worker.serve, daemon=True)
             self._thread.start()
 
     async def _open_queue(self) -> JobQueue:
         if self.kind == "embedded":
-            queue: JobQueue = EmbeddedQueue(self.settings, engine_factory=lambda: self.engine, poll_s=0.05)
+            queue: JobQueue = EmbeddedQueue(
+                self.settings, engine_factory=lambda: self.engine, poll_s=0.05, safety=self.safety
+            )
         else:
             queue = RedisQueue(self.settings)
         await queue.start()

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from engine_double import LOG_ENV, Hook, RecordingEngine, env_hook, wait_for_load_gate
+from engine_double import LOG_ENV, Hook, RecordingEngine, env_caption, env_hook, wait_for_load_gate
 
 from outpaint_engine.api import Checkpoint, Engine, ProgressCallback, StepProgress, StepResult
+from outpaint_engine.captioner import Caption
 from outpaint_engine.job import CancelToken, JobSpec
 from outpaint_engine.observability.logs import route_library_logs
 from outpaint_engine.plan import Plan
@@ -42,8 +43,15 @@ class HookedEngine(RecordingEngine):
     checks the cancel token), so a paused job stops within one denoising step of a cancel.
     """
 
-    def __init__(self, engine: Engine, hook: Hook | None = None, *, log_path: str | None = None) -> None:
-        super().__init__(hook, log_path=log_path)
+    def __init__(
+        self,
+        engine: Engine,
+        hook: Hook | None = None,
+        *,
+        log_path: str | None = None,
+        caption: Caption | None = None,
+    ) -> None:
+        super().__init__(hook, log_path=log_path, caption=caption)
         self.engine = engine
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan:
@@ -57,8 +65,9 @@ class HookedEngine(RecordingEngine):
         resume: Checkpoint | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        auto_prompt: bool = True,
     ) -> Iterator[StepResult]:
-        self._ran(spec, resume)
+        self._ran(source, spec, resume, auto_prompt)
 
         def report(p: StepProgress) -> None:
             if self.hook is not None:
@@ -100,4 +109,4 @@ def from_env() -> HookedEngine:
     route_library_logs()  # as the worker's own engine factory does, before diffusers is imported
     engine = load(Path(os.environ[MODELS_ENV]))
     wait_for_load_gate()
-    return HookedEngine(engine, env_hook(), log_path=os.environ.get(LOG_ENV))
+    return HookedEngine(engine, env_hook(), log_path=os.environ.get(LOG_ENV), caption=env_caption())
