@@ -234,7 +234,7 @@ def test_the_engine_is_loaded_for_the_jobs_window_and_guidance(
     assert (overrides["window"], overrides["guidance"], overrides["compile"]) == (128, 1.0, "default")
     assert overrides["batch_jobs"] == 1  # one job: nothing to batch, no batch sizes to warm up
     loaded.clear()
-    assert cli.main(args[:-2] + ["--device", "cpu"]) == 1
+    assert cli.main([*args[:-2], "--device", "cpu"]) == 1
     assert loaded[0]["compile"] == "off"  # no compiler unless asked (CUDA graphs where they apply)
     capsys.readouterr()
 
