@@ -22,6 +22,10 @@ Nothing ends a follower but the job's outcome shown (or the job gone from the qu
 - **Exactly once.** The intent to post a result is journaled before posting; if the bot is
   interrupted before it journals the posted message, it looks for that message (its buttons carry
   the job id) in the channel's history instead of posting again.
+- **Zoom, aspect, candidates.** A zoom or an aspect job's status shows its plan until it runs and
+  names the side of every step; a job whose ``Done`` counts several candidates gets a numbered
+  grid as its result message, and its requester's pick is posted as the result
+  (:mod:`bot.candidates`).
 """
 
 from __future__ import annotations

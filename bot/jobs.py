@@ -109,7 +109,8 @@ def new_seed() -> int:
 
 
 MAY_TURN = ("image/jpeg", "image/webp")
-"""Image types whose EXIF orientation may turn them when decoded (Discord reports the stored size)."""
+"""Image types whose EXIF orientation may turn them when decoded (the size Discord reports may be
+the stored one)."""
 
 SUBMIT_TRIES = 4
 """How often a submit is sent while the queue is unreachable (each bounded by the queue timeout)."""

@@ -50,8 +50,8 @@ class BotSettings(BaseSettings):
         MAX_CANDIDATES,
         ge=1,
         le=MAX_CANDIDATES,
-        description="Most candidates of the last expansion a user may ask for (`candidates:`); 1 = the "
-        "option does nothing more than the default.",
+        description="Most versions of the last expansion a user may ask for to pick from (`candidates:`, "
+        "1 to 4); 1 turns candidates off.",
     )
     max_guild_expansions_per_day: int = Field(
         1000, ge=0, description="Expansions one guild may ask for per UTC day; 0 = no limit."

@@ -45,16 +45,14 @@ _EMOJI = {
 }
 
 
-CUSTOM_ID = re.compile(
-    r"outpaint:(?P<action>left|right|up|down|zoom|redo|cancel|delete|pick[1-4]):(?P<job_id>[0-9A-Za-z_-]{1,64})"
-)
+CUSTOM_ID = re.compile(rf"outpaint:(?P<action>{'|'.join(_EMOJI)}):(?P<job_id>[0-9A-Za-z_-]{{1,64}})")
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
     def __init__(self, action: str, job_id: str) -> None:
-        style = discord.ButtonStyle.danger if action == CANCEL else discord.ButtonStyle.secondary
-        if action in PICKS:
-            style = discord.ButtonStyle.primary
+        style = {CANCEL: discord.ButtonStyle.danger, **dict.fromkeys(PICKS, discord.ButtonStyle.primary)}.get(
+            action, discord.ButtonStyle.secondary
+        )
         super().__init__(
             discord.ui.Button(style=style, emoji=_EMOJI[action], custom_id=f"outpaint:{action}:{job_id}")
         )
