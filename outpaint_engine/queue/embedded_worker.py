@@ -96,7 +96,7 @@ class EmbeddedWorkerSide(WorkerSide):
         self, claim: Claim, step: int, png: bytes, width: int, height: int, *, candidates: int = 1
     ) -> None:
         self.q.images.put_step(claim.job.id, step, png)
-        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height, candidates)
+        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height, candidates=candidates)
         self._call("storing a checkpoint", lambda: self.checkpointed(claim, event))
 
     def store_candidate(self, claim: Claim, step: int, candidate: int, png: bytes) -> None:
@@ -110,7 +110,7 @@ class EmbeddedWorkerSide(WorkerSide):
         return count
 
     def done(self, claim: Claim, step: int, width: int, height: int, *, candidates: int = 1) -> None:
-        event = Done(claim.job.id, step, width, height, candidates)
+        event = Done(claim.job.id, step, width, height, candidates=candidates)
         self._call("finishing a job", lambda: self.finish(claim, event))
 
     def cancelled(self, claim: Claim) -> None:

@@ -549,7 +549,7 @@ class RedisWorkerSide(WorkerSide):
     def checkpoint(
         self, claim: Claim, step: int, png: bytes, width: int, height: int, *, candidates: int = 1
     ) -> None:
-        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height, candidates)
+        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height, candidates=candidates)
         ttl, give_back = self.settings.result_ttl_s, _flag(not claim.progressed)
         self._write(
             claim, "storing a checkpoint", "checkpoint", step, png, ttl, _event_json(event), give_back
@@ -587,7 +587,7 @@ class RedisWorkerSide(WorkerSide):
         self._write(claim, "finishing a job", "finish", *args)
 
     def done(self, claim: Claim, step: int, width: int, height: int, *, candidates: int = 1) -> None:
-        self._finish(claim, JobState.DONE, Done(claim.job.id, step, width, height, candidates))
+        self._finish(claim, JobState.DONE, Done(claim.job.id, step, width, height, candidates=candidates))
 
     def cancelled(self, claim: Claim) -> None:
         self._finish(claim, JobState.CANCELLED, Cancelled(claim.job.id))
