@@ -18,6 +18,7 @@ import discord
 from discord import app_commands
 
 from bot import commands, messages, moderation, prompt_form, replies
+from bot.candidates import Picks
 from bot.delivery import Delivery
 from bot.errors import UserError
 from bot.interactions import report_error
@@ -72,6 +73,7 @@ class OutpaintBot(discord.Client):
         self.limits = Limits(settings, words=words)
         self.jobs = JobService(queue, settings, engine, self.limits, self.store)
         self.delivery = Delivery(self)
+        self.picks = Picks(self)
         self.inflight = InFlight()
         self.forms = commands.OpenForms()
         self.ops = BotOps(self, ops)

@@ -15,17 +15,22 @@ from discord import app_commands
 
 from bot import messages, moderation
 from bot.errors import UserError
+from bot.growth import ALL, DEFAULT_ZOOM, aspect_choices, growth, growth_from_word
 from bot.interactions import check_can_start, report_error, start_job
 from bot.jobs import ACTIVE, Options, Requester, Source
 from bot.views import result_job_id
 from outpaint_engine.job import Direction, Job
+from outpaint_engine.plan import ZOOM_RANGE
 
 if TYPE_CHECKING:
     from bot.app import OutpaintBot
 
 Loader = Callable[[], Awaitable[Source]]
 
-DIRECTION_CHOICES = [app_commands.Choice(name=f"{messages.ARROWS[d]} {d}", value=str(d)) for d in Direction]
+DIRECTION_CHOICES = [
+    *(app_commands.Choice(name=f"{messages.ARROWS[d]} {d}", value=str(d)) for d in Direction),
+    app_commands.Choice(name=f"{messages.ZOOM} all (zoom out)", value=ALL),
+]
 SEED_MAX = 2**31 - 1
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 
@@ -38,27 +43,45 @@ def register(bot: "OutpaintBot") -> None:
     @app_commands.command(name="outpaint", description="Extend an image beyond its borders.")
     @app_commands.describe(
         image="The picture to extend (PNG, JPEG, WebP or GIF).",
-        direction="Which side to grow.",
-        times=f"How many expansions (1–{settings.max_times}).",
+        direction="Which side to grow; all: every side (zoom out).",
+        times=f"How many expansions to one side (1–{settings.max_times}, default 1).",
         prompt="What should appear in the new area (optional; empty: an auto prompt, if enabled).",
         negative_prompt="What should not appear (optional).",
         expand=f"Pixels added per expansion: a multiple of 8, default {bot.jobs.default_expand} (optional).",
         seed="Repeat a result exactly with the same seed (optional).",
+        zoom=f"Zoom out this much on every side: {DEFAULT_ZOOM:g} (default), 2, up to {ZOOM_RANGE[1]:g}.",
+        aspect="Grow to this shape, e.g. 16:9 or 9:16 (any W:H), instead of a direction.",
+        candidates=f"Versions of the last expansion to pick from (1–{settings.max_candidates}).",
     )
     @app_commands.choices(direction=DIRECTION_CHOICES)
+    @app_commands.autocomplete(aspect=aspect_choices)
     async def outpaint(
         interaction: discord.Interaction,
         image: discord.Attachment,
-        direction: app_commands.Choice[str],
-        times: app_commands.Range[int, 1, settings.max_times],
+        direction: app_commands.Choice[str] | None = None,
+        times: app_commands.Range[int, 1, settings.max_times] | None = None,
         prompt: app_commands.Range[str, 1, max_prompt] | None = None,
         negative_prompt: app_commands.Range[str, 1, max_prompt] | None = None,
         expand: app_commands.Range[int, 8, bot.jobs.max_expand] | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+        zoom: app_commands.Range[float, ZOOM_RANGE[0], ZOOM_RANGE[1]] | None = None,
+        aspect: app_commands.Range[str, 1, 16] | None = None,
+        candidates: app_commands.Range[int, 1, settings.max_candidates] | None = None,
     ) -> None:
         bot.jobs.check_attachment(image)
-        options = Options(Direction(direction.value), times, prompt, negative_prompt, expand, seed)
-        await start_job(interaction, options, lambda: bot.jobs.source_from_attachment(image), "slash")
+        grows = growth(
+            direction.value if direction else None, times=times, expand=expand, zoom=zoom, aspect=aspect
+        )
+        options = Options(
+            **grows, prompt=prompt, negative_prompt=negative_prompt, seed=seed, candidates=candidates
+        )
+        await start_job(
+            interaction,
+            options,
+            lambda: bot.jobs.source_from_attachment(image),
+            "slash",
+            check=lambda who, reservation: bot.jobs.check_plan(image, options, reservation),
+        )
 
     @app_commands.command(name="outpaint-help", description="How to use the outpaint bot.")
     async def outpaint_help(interaction: discord.Interaction) -> None:
@@ -72,6 +95,7 @@ def register(bot: "OutpaintBot") -> None:
             default_expand=bot.jobs.default_expand,
             max_expand=bot.jobs.max_expand,
             max_guild_expansions_per_day=settings.max_guild_expansions_per_day,
+            max_candidates=settings.max_candidates,
         )
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -124,7 +148,7 @@ def _unwrap(error: app_commands.AppCommandError) -> BaseException:
 async def _queue_line(bot: "OutpaintBot", job: Job) -> str:
     position = await bot.queue.position(job.id)
     eta = await bot.queue.eta(job.id)
-    summary = messages.describe_job(job.spec.direction, job.spec.times)
+    summary = messages.describe_spec(job.spec)
     return messages.queue_line(job.id, summary, str(job.state), position, eta)
 
 
@@ -174,7 +198,10 @@ class OutpaintModal(discord.ui.Modal, title="Outpaint"):
         self.load_source = load_source
         self.max_times = max_times
         self.direction = discord.ui.TextInput(
-            custom_id="direction", label="Direction", placeholder="left, right, up or down", max_length=5
+            custom_id="direction",
+            label="Direction (all: zoom out) or a ratio",
+            placeholder="left, right, up, down, all, or a ratio like 16:9",
+            max_length=16,
         )
         self.times = discord.ui.TextInput(
             custom_id="times", label=f"Times (1–{max_times})", default="1", max_length=3
@@ -191,14 +218,12 @@ class OutpaintModal(discord.ui.Modal, title="Outpaint"):
 
     def options(self) -> Options:
         try:
-            direction = Direction(self.direction.value.strip().lower())
-        except ValueError:
-            raise UserError(messages.BAD_DIRECTION) from None
-        try:
             times = int(self.times.value.strip())
         except ValueError:
             raise UserError(messages.bad_times(self.max_times)) from None
-        return Options(direction, times, self.prompt.value.strip() or None)
+        return Options(
+            **growth_from_word(self.direction.value, times), prompt=self.prompt.value.strip() or None
+        )
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await start_job(interaction, self.options(), self.load_source, "menu")

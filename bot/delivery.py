@@ -24,6 +24,10 @@ Nothing ends a follower but the job's outcome shown (or the job gone from the qu
 - **Exactly once.** The intent to post a result is journaled before posting; if the bot is
   interrupted before it journals the posted message, it looks for that message (its buttons carry
   the job id) in the channel's history instead of posting again.
+- **Zoom, aspect, candidates.** A zoom or an aspect job's status shows its plan until it runs and
+  names the side of every step; a job whose ``Done`` counts several candidates gets a numbered
+  grid as its result message, and its requester's pick is posted as the result
+  (:mod:`bot.candidates`).
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from bot import messages, metrics
+from bot import candidates, messages, metrics
 from bot.errors import user_message
 from bot.limits import Owner
+from bot.quota import expansion_cost
 from bot.status import SPOILER_PREFIX, StatusMessage, Upload, fit_upload
 from bot.store import DeliveryRecord
 from bot.views import result_view, status_view
@@ -97,7 +102,17 @@ class JobFollower:
 
     @property
     def summary(self) -> str:
-        return messages.describe_job(self.job.spec.direction, self.job.spec.times) if self.job else "your job"
+        return messages.describe_spec(self.job.spec) if self.job else "your job"
+
+    @property
+    def sides(self) -> list[str] | None:
+        """The side each step grows, for a zoom or an aspect job (whose every step counts)."""
+        return self.job.meta.get("sides") if self.job else None
+
+    @property
+    def plan_line(self) -> str:
+        """The plan of a zoom or an aspect job, shown until it runs."""
+        return messages.plan_line(self.job.meta.get("plan")) if self.job else ""
 
     async def run(self) -> None:
         delay = FIRST_RETRY_S
@@ -148,7 +163,9 @@ class JobFollower:
                 await queue.position(job.id), await queue.eta(job.id), await self._warm_up()
             )
         elif job.state is JobState.RUNNING:
-            text = messages.working(self.summary, job.steps_done, job.total_steps, job.spec.times)
+            text = messages.working(
+                self.summary, job.steps_done, job.total_steps, job.spec.times, sides=self.sides
+            )
             await self.edit_status(text, view=status_view(job.id))
 
     async def _gone(self) -> None:
@@ -213,7 +230,7 @@ class JobFollower:
 
     async def _show_queued(self, position: int | None, eta: float | None, warm_up: str | None) -> None:
         self.position, self.warm_up = position, warm_up
-        text = messages.queued(self.summary, position, eta, warm_up=self.warm_up)
+        text = messages.queued(self.summary, position, eta, warm_up=self.warm_up) + self.plan_line
         await self.edit_status(text, view=status_view(self.job_id))
 
     async def edit_status(self, content: str, **kwargs) -> discord.Message:
@@ -241,10 +258,12 @@ class JobFollower:
                 await self._show_queued(position, eta, await self._warm_up())
             case Started():
                 self.queued = False
-                await self.edit_status(messages.started(self.summary), view=status_view(self.job_id))
+                text = messages.started(self.summary) + self.plan_line
+                await self.edit_status(text, view=status_view(self.job_id))
             case Prompted(prompt=prompt, reason=reason) if self.job is not None:
                 self.job.auto_prompt = AutoPrompt(prompt, reason)
-                await self.edit_status(messages.started(self.summary), view=status_view(self.job_id))
+                text = messages.started(self.summary) + self.plan_line
+                await self.edit_status(text, view=status_view(self.job_id))
             case Progress() if self._due():
                 self.queued = False
                 await self._show_progress(event)
@@ -271,6 +290,7 @@ class JobFollower:
             event.denoise,
             event.denoise_total,
             event.eta_s,
+            sides=self.sides,
         )
         attachments = None
         if event.preview and self.bot.settings.previews:
@@ -287,7 +307,13 @@ class JobFollower:
         self.note = upload.note
         await self._wait_until_due()
         content = messages.expanded(
-            self.summary, event.step, event.total_steps, self.job.spec.times, event.width, event.height
+            self.summary,
+            event.step,
+            event.total_steps,
+            self.job.spec.times,
+            event.width,
+            event.height,
+            sides=self.sides,
         )
         await self.edit_status(content, attachments=[upload], view=status_view(self.job_id))
 
@@ -315,25 +341,38 @@ class JobFollower:
         )
 
     async def _post_result(self, event: Done) -> int | None:
+        """Post the result: the canvas, or the grid of candidates to pick from."""
         assert self.job is not None
-        png = await self.bot.queue.get_canvas(self.job_id, event.step)
-        if png is None:
+        if self.record.candidates != event.candidates:  # fewer than asked for: see Expanded
+            self.record.candidates = event.candidates
+            await self.bot.store.update_delivery(self.job_id, candidates=event.candidates)
+        if event.candidates > 1:
+            shown = await candidates.grid_message(
+                self.bot, self.job, event, self.record.filesize_limit, self.summary
+            )
+        else:
+            shown = await self._result_message(event)
+        if shown is None:
             await self.edit_status(messages.RESULT_GONE, view=None)
             return None
-        upload = await fit_upload(png, self.record.filesize_limit, f"outpaint-{self.job_id}")
-        content = messages.result(
-            self.job.user_id,
-            self.summary,
-            event.width,
-            event.height,
-            upload.note,
-            messages.prompt_line(self.job),
-        )
+        content, upload, view = shown
         if self.record.posting_since is None:
             self.record.posting_since = time.time()
             await self.bot.store.update_delivery(self.job_id, posting_since=self.record.posting_since)
-        result = await self.status.post_result(content, upload, result_view(self.job_id), self.job.user_id)
+        result = await self.status.post_result(content, upload, view, self.job.user_id)
         return result.id
+
+    async def _result_message(self, event: Done) -> tuple[str, Upload, discord.ui.View] | None:
+        assert self.job is not None
+        png = await self.bot.queue.get_canvas(self.job_id, event.step)
+        if png is None:
+            return None
+        upload = await fit_upload(png, self.record.filesize_limit, f"outpaint-{self.job_id}")
+        note = messages.notes(upload.note, candidates.withheld_note(self.job, event.candidates))
+        content = messages.result(
+            self.job.user_id, self.summary, event.width, event.height, note, messages.prompt_line(self.job)
+        )
+        return content, upload, result_view(self.job_id)
 
 
 class Delivery:
@@ -364,8 +403,9 @@ class Delivery:
             filesize_limit,
             user_id=job.user_id,
             guild_id=job.guild_id,
-            expansions=job.spec.times,
+            expansions=expansion_cost(job.spec, job.total_steps),
             created_at=job.created_at,
+            candidates=job.spec.candidates,
         )
         await self.bot.store.add_delivery(record)
         if status_message_id is not None:  # a reply to the ✅ status continues the job too

@@ -12,6 +12,7 @@ import discord
 from bot import messages
 from bot.errors import UserError, user_message
 from bot.jobs import Options, Requester, Source
+from bot.limits import Reservation
 from bot.permissions import missing_for_results
 
 if TYPE_CHECKING:
@@ -35,22 +36,25 @@ async def start_job(
     options: Options,
     load_source: Callable[[], Awaitable[Source]],
     origin: str,
+    check: Callable[[Requester, Reservation], None] | None = None,
 ) -> None:
     """Check, acknowledge, load the source, queue, then show the job in the interaction's response.
 
     Before the acknowledgement only in-memory checks run (permissions, allowlist, option bounds,
-    cooldown and caps, the slot reserved at once), so refusals stay private and the 3-second
-    deadline holds however slow the queue is. The download, decoding and queueing come after
-    ``defer``; a stop of the bot waits for them (see :class:`bot.lifecycle.InFlight`).
+    cooldown and caps, the slot reserved at once, then ``check``), so refusals stay private and the
+    3-second deadline holds however slow the queue is. The download, decoding and queueing come
+    after ``defer``; a stop of the bot waits for them (see :class:`bot.lifecycle.InFlight`).
     """
     bot = interaction.client
     check_can_start(interaction)
     who = Requester.of(interaction)
     with bot.inflight.track(), bot.limits.reserve(who.owner, *options.bounded) as reservation:
+        if check is not None:
+            check(who, reservation)
         deferred = await interaction.response.defer(thinking=True)  # the status message, "thinking…"
         try:
             source = await load_source()
-            job = await bot.jobs.submit(who, source, options, origin)
+            job = await bot.jobs.submit(who, source, options, origin, reservation)
         except asyncio.CancelledError:
             if bot.closing:  # the stop's grace ran out while this request was being taken in
                 await report_error(interaction, UserError(messages.RESTARTING))

@@ -20,12 +20,13 @@ import discord
 
 from bot import messages, metrics
 from bot.errors import UserError
-from bot.limits import Limits, Owner
+from bot.limits import Limits, Owner, Reservation
+from bot.quota import expansion_cost
 from bot.settings import BotSettings
 from bot.store import BotStore
 from outpaint_engine import imageio
-from outpaint_engine.job import Audience, Direction, Job, JobSpec, JobState, new_job_id
-from outpaint_engine.plan import plan_job, scaled
+from outpaint_engine.job import Audience, Direction, Job, JobSpec, JobState, Mode, new_job_id
+from outpaint_engine.plan import Plan, PlanError, plan_job, scaled
 from outpaint_engine.queue.base import JobExists, JobQueue, QueueUnavailable
 from outpaint_engine.settings import EngineSettings
 
@@ -77,7 +78,11 @@ class Source:
 
 @dataclass(frozen=True)
 class Options:
-    """What the user asked for. ``None`` means: the parent job's value, or the default."""
+    """What the user asked for. ``None`` means: the parent job's value, or the default.
+
+    ``zoom`` or ``aspect`` (see :mod:`bot.growth`) grow more than one side, and leave
+    ``direction`` None; ``candidates`` None is one. A ``redo`` takes the parent's zoom, aspect
+    ratio and candidates again (with a new seed)."""
 
     direction: Direction | None
     times: int = 1
@@ -85,16 +90,27 @@ class Options:
     negative_prompt: str | None = None
     expand: int | None = None
     seed: int | None = None
+    zoom: float | None = None
+    aspect: str | None = None
+    candidates: int | None = None
+    redo: bool = False
 
     @property
-    def bounded(self) -> tuple[int, str, str]:
-        """What :meth:`bot.limits.Limits.check` bounds: times, prompt, negative prompt."""
-        return self.times, self.prompt or "", self.negative_prompt or ""
+    def bounded(self) -> tuple[int, str, str, int]:
+        """What :meth:`bot.limits.Limits.check` bounds: times, prompt, negative prompt, and the
+        expansions counted before the job is planned (the least it can cost: a zoom, an aspect
+        ratio or a redo settles its count once planned, see :meth:`JobService.submit`)."""
+        steps = self.times if self.zoom is None and self.aspect is None else 1
+        return self.times, self.prompt or "", self.negative_prompt or "", steps + (self.candidates or 1) - 1
 
 
 def new_seed() -> int:
     return secrets.randbelow(2**31)
 
+
+MAY_TURN = ("image/jpeg", "image/webp")
+"""Image types whose EXIF orientation may turn them when decoded (the size Discord reports may be
+the stored one)."""
 
 SUBMIT_TRIES = 4
 """How often a submit is sent while the queue is unreachable (each bounded by the queue timeout)."""
@@ -184,16 +200,28 @@ class JobService:
         return await self.source_for_redo(await self.finished_job(job_id))
 
     async def source_from_result(self, job: Job) -> Source:
-        """The final canvas of a finished job, to extend it further."""
-        png = await self.queue.get_canvas(job.id, job.total_steps - 1)
+        """The final canvas of a finished job (of a job with candidates: the one its requester
+        picked), to extend it further."""
+        png = await self.queue.get_candidate(job.id, job.total_steps - 1, await self._picked(job))
         if png is None:
             raise UserError(messages.RESULT_GONE)
         width, height = png_size(png)
         return Source(png, width, height, continue_canvas=True, parent=job)
 
+    async def _picked(self, job: Job) -> int:
+        """The candidate that is ``job``'s result: 0, or the one picked from its grid (UserError
+        while none is)."""
+        record = await self.store.delivery(job.id) if self.store is not None else None
+        if record is None or record.candidates <= 1:
+            return 0
+        if record.picked is None:
+            raise UserError(messages.PICK_FIRST)
+        return record.picked
+
     async def source_for_redo(self, job: Job) -> Source:
-        """What ``job``'s last expansion started from: the canvas before it, or the job's source."""
-        if job.total_steps > 1:
+        """What ``job``'s last expansion started from: the canvas before it, or the job's source
+        (a zoom or an aspect job is redone as a whole)."""
+        if job.total_steps > 1 and job.spec.mode is Mode.PAN:
             png = await self.queue.get_canvas(job.id, job.total_steps - 2)
             continue_canvas = True
         else:
@@ -212,8 +240,14 @@ class JobService:
         parent = (
             source.parent.spec if source.parent else JobSpec(Direction.RIGHT, expand_px=self.default_expand)
         )
-        if options.direction is None and source.parent is None:
+        zoom, aspect, candidates = options.zoom, options.aspect, options.candidates or 1
+        if options.redo:  # the parent's growth again
+            zoom, aspect = parent.zoom, parent.aspect
+            candidates = min(parent.candidates, self.settings.max_candidates)
+        if options.direction is None and source.parent is None and zoom is None and aspect is None:
             raise UserError(messages.BAD_DIRECTION)
+        if not 1 <= candidates <= self.settings.max_candidates:
+            raise UserError(messages.too_many_candidates(self.settings.max_candidates))
 
         def given(value, fallback):
             return fallback if value is None else value
@@ -230,15 +264,55 @@ class JobService:
             window=self.engine.window,
             ip_adapter_scale=self.engine.ip_scale,
             continue_canvas=source.continue_canvas,
+            zoom=zoom,
+            aspect=aspect,
+            candidates=candidates,
         )
 
-    async def submit(self, who: Requester, source: Source, options: Options, origin: str) -> Job:
+    def check_plan(self, attachment: discord.Attachment, options: Options, reservation: Reservation) -> None:
+        """Refuse, before anything is downloaded, what the attachment's size already tells: a plan
+        the engine cannot do (already that ratio), a result too large, more expansions than the
+        server has left today (``reservation`` is settled at what the plan costs). A JPEG or WebP
+        may carry an EXIF orientation that turns it once decoded: for those, only what is wrong
+        whichever way up it is. Pixels decide again in :meth:`submit`."""
+        width, height = attachment.width, attachment.height
+        if not width or not height:
+            return
+        sizes = [(width, height)]
+        if (attachment.content_type or "").split(";")[0].strip().lower() in MAY_TURN:
+            sizes.append((height, width))
+        refusals: list[Exception] = []
+        costs: list[int] = []
+        for width, height in sizes:
+            spec = self.build_spec(Source(b"", width, height, continue_canvas=False), options)
+            try:
+                plan = plan_job(width, height, spec)
+                self.limits.check_canvas(*plan.final_size)
+            except (PlanError, UserError) as refusal:
+                refusals.append(refusal)
+            else:
+                costs.append(expansion_cost(spec, plan.total_steps))
+        if not costs:
+            raise refusals[0]
+        reservation.settle(min(costs))
+
+    async def submit(
+        self,
+        who: Requester,
+        source: Source,
+        options: Options,
+        origin: str,
+        reservation: Reservation | None = None,
+    ) -> Job:
         """Plan, cap and queue a job; raises :class:`UserError` (or PlanError) with the reason. The
-        caller reserved the user's slot (:meth:`bot.limits.Limits.reserve`)."""
+        caller reserved the user's slot (:meth:`bot.limits.Limits.reserve`); ``reservation`` is
+        settled at what the plan costs the guild's daily count (:func:`bot.quota.expansion_cost`)."""
         spec = self.build_spec(source, options)
         self.limits.check_words(spec.prompt)  # also a prompt kept from the job continued
         plan = plan_job(source.width, source.height, spec)
         self.limits.check_canvas(*plan.final_size)
+        if reservation is not None:
+            reservation.settle(expansion_cost(spec, plan.total_steps))
         digest = await asyncio.to_thread(lambda: hashlib.sha256(source.png).hexdigest())  # MBs of PNG
         job = Job(
             id=new_job_id(),
@@ -248,7 +322,7 @@ class JobService:
             spec=spec,
             source_sha256=digest,
             total_steps=plan.total_steps,
-            meta={"origin": origin, "parent": source.parent.id if source.parent else None},
+            meta={"origin": origin, "parent": source.parent.id if source.parent else None, **plan_meta(plan)},
             audience=who.audience,
         )
         job = await self._submit_once(job, source.png)
@@ -277,6 +351,15 @@ class JobService:
                     raise
             await asyncio.sleep(delay)
             delay, attempt = min(2 * delay, self.settings.reconnect_max_s), attempt + 1
+
+
+def plan_meta(plan: Plan) -> dict[str, object]:
+    """What the status of a zoom or an aspect job shows of its plan (kept in ``Job.meta``): the
+    plan in words with its final size, and the side each step grows. Nothing for a pan."""
+    if not plan.target:
+        return {}
+    width, height = plan.final_size
+    return {"plan": f"{plan.describe()} ({width}×{height})", "sides": [str(s.direction) for s in plan.steps]}
 
 
 def png_size(png: bytes) -> tuple[int, int]:

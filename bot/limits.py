@@ -37,13 +37,28 @@ class Reservation:
     context manager: leaving the block without a commit releases it."""
 
     def __init__(
-        self, limits: Limits, owner: Owner, previous_start: float | None, times: int, day: int
+        self, limits: Limits, owner: Owner, previous_start: float | None, expansions: int, day: int
     ) -> None:
         self._limits = limits
         self.owner = owner
         self._previous_start = previous_start
-        self._taken = (times, day)  # the guild's expansions counted for this request, and the day
+        self._taken = (expansions, day)  # the guild's expansions counted for this request, and the day
         self._open = True
+
+    def settle(self, expansions: int) -> None:
+        """The request turned out to cost ``expansions`` (its plan is known now: a zoom, an aspect
+        ratio, candidates): count the difference, or raise :class:`UserError` when the guild has
+        not that many left today."""
+        taken, day = self._taken
+        quota = self._limits.quota
+        if self._open and expansions != taken:
+            quota.give_back(self.owner.guild_id, taken, day)
+            try:
+                quota.check(self.owner.guild_id, expansions)
+            except UserError:
+                quota.take(self.owner.guild_id, taken)
+                raise
+            self._taken = (expansions, quota.take(self.owner.guild_id, expansions))
 
     def commit(self, job_id: str) -> None:
         if self._open:
@@ -102,25 +117,39 @@ class Limits:
 
     # --- checks --------------------------------------------------------------------------------
 
-    def check(self, owner: Owner, times: int = 1, prompt: str = "", negative_prompt: str = "") -> None:
-        """Raise :class:`UserError` with the reason when ``owner`` may not start a job now."""
+    def check(
+        self,
+        owner: Owner,
+        times: int = 1,
+        prompt: str = "",
+        negative_prompt: str = "",
+        expansions: int | None = None,
+    ) -> None:
+        """Raise :class:`UserError` with the reason when ``owner`` may not start a job now.
+        ``expansions`` is what the request costs the guild's daily count (default: ``times``)."""
         self.check_guild(owner.guild_id)
         self.check_options(times, prompt, negative_prompt)
         self._check_cooldown(owner.user_id)
         self._check_active(*self._counts(owner))
-        self.quota.check(owner.guild_id, times)
+        self.quota.check(owner.guild_id, times if expansions is None else expansions)
 
     def reserve(
-        self, owner: Owner, times: int = 1, prompt: str = "", negative_prompt: str = ""
+        self,
+        owner: Owner,
+        times: int = 1,
+        prompt: str = "",
+        negative_prompt: str = "",
+        expansions: int | None = None,
     ) -> Reservation:
         """:meth:`check`, then take the slot, count the expansions and start the cooldown,
         atomically (no ``await``)."""
-        self.check(owner, times, prompt, negative_prompt)
+        self.check(owner, times, prompt, negative_prompt, expansions)
+        expansions = times if expansions is None else expansions
         previous = self._last_start.get(owner.user_id)
         self._last_start[owner.user_id] = self._clock()
         self._pending[owner] += 1
-        day = self.quota.take(owner.guild_id, times)
-        return Reservation(self, owner, previous, times, day)
+        day = self.quota.take(owner.guild_id, expansions)
+        return Reservation(self, owner, previous, expansions, day)
 
     def _restore_start(self, user_id: int, previous: float | None) -> None:
         if previous is None:

@@ -9,9 +9,12 @@ import time
 
 import discord
 
-from outpaint_engine.job import Direction, Job
+from outpaint_engine.job import Direction, Job, JobSpec, Mode
+from outpaint_engine.plan import ASPECT_LIMIT, ZOOM_RANGE
 
 ARROWS = {Direction.LEFT: "⬅", Direction.RIGHT: "➡", Direction.UP: "⬆", Direction.DOWN: "⬇"}
+ZOOM = "🔍"
+ASPECT = "⇔"
 
 PERMISSIONS = discord.Permissions(
     view_channel=True,
@@ -76,7 +79,7 @@ def _mib(size: int) -> str:
 
 NO_IMAGE_IN_MESSAGE = "That message has no image I can use. Pick a message with a PNG, JPEG, WebP or GIF."
 DOWNLOAD_FAILED = "I couldn't download that attachment from Discord. Please try again."
-BAD_DIRECTION = "Direction must be one of: left, right, up, down."
+BAD_DIRECTION = "Direction must be left, right, up, down, all (zoom out) or a ratio like 16:9."
 CANCEL_NOT_YOURS = "Only the person who started this job (or a moderator of this server) can cancel it."
 DELETE_NOT_YOURS = "Only the person who asked for this image (or a moderator of this server) can delete it."
 RESULT_DELETED = "That result was deleted, so it can't be extended any more. Start again with /outpaint."
@@ -169,12 +172,79 @@ def guild_daily_cap(limit: int, left: int, resets_in_s: float) -> str:
 
 GUILD_NOT_ALLOWED = "I'm not enabled on this server. Ask the bot's operator to add it to the allowlist."
 
+# --- zoom, aspect ratios, candidates --------------------------------------------------------------
+
+NO_GROWTH = "Pick a direction (left, right, up, down, or all to zoom out) or an aspect ratio."
+ZOOM_OR_ASPECT = "Choose a zoom (direction: all) or an aspect ratio, not both."
+ZOOM_NEEDS_ALL = "A zoom grows every side: leave out the direction, or pick direction: all."
+ASPECT_WITHOUT_DIRECTION = "An aspect ratio chooses the sides to grow by itself: leave out the direction."
+PAN_ONLY = "`times` and `expand` go with one direction; a zoom or an aspect ratio plans its own expansions."
+PICK_NOT_YOURS = "Only the person who asked for these candidates can pick one."
+PICK_FIRST = (
+    "Pick one of the candidates first (the numbered buttons under them); then extend the one you picked."
+)
+NO_SUCH_CANDIDATE = "I can't find that candidate any more."
+
+
+def too_many_candidates(limit: int) -> str:
+    return f"candidates must be from 1 to {limit}."
+
+
+def withheld(count: int) -> str:
+    """Candidates the content check held back (policy ``block``)."""
+    were = "candidate was" if count == 1 else "candidates were"
+    return f"{count} more {were} held back by the automatic content check."
+
+
+def notes(*parts: str | None) -> str | None:
+    """Notes of a message joined in one line, or None."""
+    return " ".join(p for p in parts if p) or None
+
+
+def candidates_grid(user_id: int, summary: str, count: int, width: int, height: int, note: str | None) -> str:
+    lines = [
+        f"<@{user_id}> here are {count} candidates ({summary}, {width}×{height} each).",
+        "Pick one with its number: it becomes your result, to extend further. Only you can pick.",
+    ]
+    if note:
+        lines.append(f"ℹ {note}")
+    return "\n".join(lines)
+
+
+def picked_grid(number: int, jump_url: str) -> str:
+    return f"✅ Candidate {number} was picked: {jump_url}"
+
+
+def picked(number: int, jump_url: str) -> str:
+    return f"Candidate {number} is now your result: {jump_url}"
+
+
+def already_picked(number: int, jump_url: str | None) -> str:
+    where = f": {jump_url}" if jump_url else "."
+    return f"Candidate {number} was already picked{where}"
+
 
 # --- status message -----------------------------------------------------------------------------
 
 
 def describe_job(direction: Direction, times: int) -> str:
     return f"{ARROWS[direction]} {direction} ×{times}"
+
+
+def describe_spec(spec: JobSpec) -> str:
+    """A job in a few words: ``➡ right ×2``, ``🔍 zoom 1.5×``, ``⇔ 16:9``, ``…, 4 candidates``."""
+    if spec.mode is Mode.ZOOM:
+        text = f"{ZOOM} zoom {spec.zoom:g}×"
+    elif spec.mode is Mode.ASPECT:
+        text = f"{ASPECT} {spec.aspect}"
+    else:
+        text = describe_job(spec.direction, spec.times)
+    return f"{text}, {spec.candidates} candidates" if spec.candidates > 1 else text
+
+
+def plan_line(plan: str | None) -> str:
+    """The plan of a zoom or an aspect job, under its status until it runs."""
+    return f"\n📐 Plan: {plan}." if plan else ""
 
 
 WARMING_UP = "warming up the GPU (compiling kernels: a few minutes on a first start)"
@@ -198,6 +268,16 @@ def _expansion(step: int, total_steps: int, times: int) -> int | None:
     return number if number >= 1 else None
 
 
+def _step_name(step: int, total_steps: int, times: int, sides: list[str] | None) -> str:
+    """What step ``step`` is: ``expansion 2/3``, or (a zoom or an aspect job, whose every step
+    counts, with the side each grows) ``expansion 3/6: left``."""
+    if sides:
+        side = f": {sides[step]}" if step < len(sides) else ""
+        return f"expansion {step + 1}/{total_steps}{side}"
+    number = _expansion(step, total_steps, times)
+    return f"expansion {number}/{times}" if number else "squaring the picture up first"
+
+
 def running(
     summary: str,
     step: int,
@@ -206,17 +286,28 @@ def running(
     denoise: int,
     denoise_total: int,
     eta_s: float | None,
+    *,
+    sides: list[str] | None = None,
 ) -> str:
     bar_len = 10
     filled = round(bar_len * denoise / denoise_total) if denoise_total else 0
     bar = "▰" * filled + "▱" * (bar_len - filled)
     eta = f", done {relative_time(eta_s)}" if eta_s is not None else ""
-    number = _expansion(step, total_steps, times)
-    what = f"expansion {number}/{times}" if number else "squaring the picture up first"
-    return f"🎨 {summary}: {what} {bar}{eta}"
+    return f"🎨 {summary}: {_step_name(step, total_steps, times, sides)} {bar}{eta}"
 
 
-def expanded(summary: str, step: int, total_steps: int, times: int, width: int, height: int) -> str:
+def expanded(
+    summary: str,
+    step: int,
+    total_steps: int,
+    times: int,
+    width: int,
+    height: int,
+    *,
+    sides: list[str] | None = None,
+) -> str:
+    if sides:
+        return f"🎨 {summary}: {_step_name(step, total_steps, times, sides)} done ({width}×{height})."
     number = _expansion(step, total_steps, times)
     if number is None:
         coming = "the expansion comes" if times == 1 else "the expansions come"
@@ -224,11 +315,11 @@ def expanded(summary: str, step: int, total_steps: int, times: int, width: int, 
     return f"🎨 {summary}: expansion {number}/{times} done ({width}×{height})."
 
 
-def working(summary: str, steps_done: int, total_steps: int, times: int) -> str:
+def working(
+    summary: str, steps_done: int, total_steps: int, times: int, *, sides: list[str] | None = None
+) -> str:
     """A running job whose progress events are yet to come (after a reconnect)."""
-    number = _expansion(steps_done, total_steps, times)
-    what = f"expansion {number}/{times}" if number else "squaring the picture up first"
-    return f"🎨 {summary}: {what}…"
+    return f"🎨 {summary}: {_step_name(steps_done, total_steps, times, sides)}…"
 
 
 def reconnecting(summary: str) -> str:
@@ -306,8 +397,8 @@ def result(
     lines = [
         f"<@{user_id}> here is your image ({summary}, {width}×{height}).",
         *([prompt] if prompt else []),
-        "Use the buttons to extend it, 🔄 to redo the last expansion, 🖋 to redo it with another prompt, "
-        "🗑 to delete it, or reply with e.g. `left 2`.",
+        "Use the buttons to extend it (🔍 zooms out), 🔄 to redo the last expansion, 🖋 to redo it with "
+        "another prompt, 🗑 to delete it, or reply with e.g. `left 2`, `zoom 2` or `make it 16:9`.",
     ]
     if note:
         lines.append(f"ℹ {note}")
@@ -366,9 +457,17 @@ def help_text(
     default_expand: int,
     max_expand: int,
     max_guild_expansions_per_day: int = 0,
+    max_candidates: int = 1,
 ) -> str:
     per_day = max_guild_expansions_per_day
     daily = f" {per_day} expansions per server per day (UTC)," if per_day else ""
+    low, high = ZOOM_RANGE
+    candidates = (
+        f"`candidates` (2–{max_candidates}) makes that many versions of the last expansion, shown as a "
+        "numbered grid: pick one with its button, and it becomes your result. "
+        if max_candidates > 1
+        else ""
+    )
     return f"""\
 **Outpaint** extends a picture beyond its borders.
 
@@ -377,15 +476,21 @@ many times to extend it (1–{max_times}). Optional: `prompt` (what should appea
 (what should not), `expand` (pixels per step, default {default_expand}, at most {max_expand}), `seed` \
 (repeat a result exactly). A portrait grown sideways (or a landscape grown up or \
 down) is first squared up: one extra step.
+`direction: all` zooms out: every side grows, so the picture becomes `zoom` times wider and taller \
+around the original (1.5 by default, {low:g} to {high:g}). `aspect` (16:9, 9:16, 1:1, 21:9, 4:5, 3:2 or \
+any W:H from 1:{ASPECT_LIMIT:g} to {ASPECT_LIMIT:g}:1, without a direction) grows two opposite sides \
+evenly to that shape; the status shows the plan first. {candidates}Each expansion, and each \
+candidate, counts towards the server's daily limit.
 **Prompts**: without one, a model describes the picture and writes one, if the operator enabled \
 auto prompts. The progress message and the result show the prompt used: `Prompt: …` (yours) or \
 `Prompt (auto): …`.
 **Right-click a message → Apps → Outpaint** works on any message with an image.
-**Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔄 redoes the last expansion with a new \
-seed, 🖋 lets you edit the prompt used and redo the last expansion with it (or extend the result \
-once more), 🗑 deletes it. ✖ under a job's progress message cancels it. Only whoever started a job (or a \
-moderator of the server) may cancel it or delete its result.
-**Reply** to a result with e.g. `left 2` or `right 3 a misty forest` (keep the @mention on).
+**Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔍 zooms out 1.5×, 🔄 redoes the last \
+expansion with a new seed, 🖋 lets you edit the prompt used and redo the last expansion with it \
+(or extend the result once more), 🗑 deletes it. ✖ under a job's progress message cancels it. Only whoever \
+started a job (or a moderator of the server) may cancel it or delete its result.
+**Reply** to a result with e.g. `left 2`, `right 3 a misty forest`, `zoom 2` or `make it 16:9` \
+(keep the @mention on).
 `/queue` shows your jobs, their prompts and when they should be ready (a moderator's shows the \
 server's).
 

@@ -75,7 +75,8 @@ async def on_message_deleted(bot: OutpaintBot, message_id: int) -> None:
     if job_id is None:
         return
     record = await bot.store.delivery(job_id)
-    if record is not None and record.result_message_id == message_id and record.result_deleted_at is None:
+    results = (record.result_message_id, record.pick_message_id) if record is not None else ()
+    if record is not None and message_id in results and record.result_deleted_at is None:
         log.info("job %s: its result was deleted in Discord", job_id)
         await bot.store.update_delivery(job_id, result_deleted_at=time.time())
 

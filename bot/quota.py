@@ -3,8 +3,8 @@
 Counted in the bot's memory when a request reserves its slot (:class:`bot.limits.Limits`), given
 back if the request fails before its job is queued, and rebuilt from the bot's journal at start
 (every delivery records its expansions and when it was queued), so a restart does not reset it.
-A day is a UTC calendar day. What counts is the expansions asked for (``times``), whether or not
-the job then finishes.
+A day is a UTC calendar day. What counts is the expansions asked for (:func:`expansion_cost`),
+whether or not the job then finishes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,17 @@ from collections.abc import Callable, Mapping
 
 from bot import messages
 from bot.errors import UserError
+from outpaint_engine.job import JobSpec, Mode
 
 DAY_S = 86_400
+
+
+def expansion_cost(spec: JobSpec, planned_steps: int) -> int:
+    """What a job costs its guild's daily count: a pan its ``times`` (a square-up step is free), a
+    zoom or an aspect ratio every step of its plan; each candidate beyond the first one more (the
+    GPU generates the step once per candidate)."""
+    steps = spec.times if spec.mode is Mode.PAN else planned_steps
+    return steps + spec.candidates - 1
 
 
 class DailyQuota:

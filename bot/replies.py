@@ -1,4 +1,5 @@
-"""Replies to a result: ``left 2``, ``up``, ``right 3 a misty forest``, ``@bot ⬇ x2`` continue it."""
+"""Replies to a result: ``left 2``, ``up``, ``right 3 a misty forest``, ``@bot ⬇ x2``, ``zoom 1.5``,
+``zoom out``, ``make it 16:9`` continue it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import discord
 
 from bot import messages
 from bot.errors import UserError, user_message
+from bot.growth import DEFAULT_ZOOM, normal_aspect
 from bot.jobs import Options, Requester
 from bot.permissions import can_talk, missing_for_results
 from bot.views import result_job_id
@@ -46,11 +48,30 @@ _REPLY = re.compile(
 )
 
 
+_ZOOM = re.compile(
+    r"""^\s*(?:zoom(?:[\s-]*out)?\b|🔍)\ufe0f?          # zoom, zoom out, 🔍
+        [\s,.:;!]*
+        (?:[x×]?(?P<zoom>\d+(?:\.\d+)?)[x×]?(?![\d.:/]))?  # optional factor: 1.5, 2x, x2
+        [\s,.:;]*(?P<prompt>.*?)\s*$""",
+    re.IGNORECASE | re.DOTALL | re.VERBOSE,
+)
+_ASPECT = re.compile(
+    r"""^\s*(?:make\s+it\s+|aspect(?:\s+ratio)?\s*:?\s*)?          # make it 16:9, aspect 16:9, 16:9
+        (?P<aspect>\d+(?:\.\d+)?\s*[:x×/]\s*\d+(?:\.\d+)?)(?![\d.])
+        [\s,.:;!]*(?P<prompt>.*?)\s*$""",
+    re.IGNORECASE | re.DOTALL | re.VERBOSE,
+)
+
+
 @dataclass(frozen=True)
 class ReplyRequest:
-    direction: Direction
+    """A pan (``direction``, ``times``), or a ``zoom`` or an ``aspect`` ratio (direction None)."""
+
+    direction: Direction | None
     times: int = 1
     prompt: str = ""
+    zoom: float | None = None
+    aspect: str | None = None
 
 
 def strip_mentions(text: str) -> str:
@@ -59,8 +80,15 @@ def strip_mentions(text: str) -> str:
 
 
 def parse_reply(text: str) -> ReplyRequest | None:
-    """The request in a reply, or None when it does not start with a direction (just chatting)."""
-    match = _REPLY.match(strip_mentions(text))
+    """The request in a reply, or None when it does not start with a direction, ``zoom`` or an
+    aspect ratio (just chatting). A ratio is checked when the job is planned."""
+    text = strip_mentions(text)
+    if match := _ZOOM.match(text):
+        zoom = float(match["zoom"]) if match["zoom"] else DEFAULT_ZOOM
+        return ReplyRequest(None, prompt=match["prompt"], zoom=zoom)
+    if match := _ASPECT.match(text):
+        return ReplyRequest(None, prompt=match["prompt"], aspect=match["aspect"])
+    match = _REPLY.match(text)
     if match is None:
         return None
     direction = _DIRECTIONS.get(match["direction"].lower())
@@ -107,10 +135,13 @@ async def _continue(bot: OutpaintBot, message: discord.Message, job_id: str, req
     if missing := missing_for_results(_my_permissions(message), in_thread=_in_thread(message)):
         raise UserError(messages.missing_permissions(missing))
     who = Requester.of(message)
-    options = Options(request.direction, request.times, request.prompt or None)
+    aspect = normal_aspect(request.aspect) if request.aspect else None  # a ratio too extreme: refused
+    options = Options(
+        request.direction, request.times, request.prompt or None, zoom=request.zoom, aspect=aspect
+    )
     with bot.limits.reserve(who.owner, *options.bounded) as reservation:
         source = await bot.jobs.continue_job(job_id)
-        job = await bot.jobs.submit(who, source, options, "reply")
+        job = await bot.jobs.submit(who, source, options, "reply", reservation)
         reservation.commit(job.id)
     limit = message.guild.filesize_limit if message.guild else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
     await bot.delivery.follow(job, channel_id=message.channel.id, filesize_limit=limit, reply_to=message.id)

@@ -12,6 +12,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from outpaint_engine.plan import MAX_CANDIDATES
+
 TIMES_CEILING = 20
 """The most ``times`` any configuration may allow (one job's worth of GPU time stays bounded)."""
 
@@ -44,6 +46,13 @@ class BotSettings(BaseSettings):
     max_user_jobs: int = Field(2, ge=1, description="Queued or running jobs one user may have.")
     max_guild_jobs: int = Field(10, ge=1, description="Queued or running jobs one guild may have.")
     cooldown_s: float = Field(10.0, ge=0, description="Seconds between two jobs of one user.")
+    max_candidates: int = Field(
+        MAX_CANDIDATES,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Most versions of the last expansion a user may ask for to pick from (`candidates:`, "
+        "1 to 4); 1 turns candidates off.",
+    )
     max_guild_expansions_per_day: int = Field(
         1000, ge=0, description="Expansions one guild may ask for per UTC day; 0 = no limit."
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import io
 import logging
 import time
@@ -201,19 +202,19 @@ class StatusMessage:
             allowed_mentions=discord.AllowedMentions(users=[discord.Object(user_id)], replied_user=True),
         )
 
-    async def find_result(self, since: float) -> discord.Message | None:
+    async def find_result(
+        self, since: float, actions: tuple[str, ...] | None = None
+    ) -> discord.Message | None:
         """The job's result if the bot already posted it (its buttons carry the job id): searched in
-        the channel's messages since ``since`` (UNIX time), for when posting was interrupted."""
+        the channel's messages since ``since`` (UNIX time), for when posting was interrupted.
+        ``actions``: the buttons that make a result (see :func:`bot.views.result_job_id`)."""
+        job_of = result_job_id if actions is None else functools.partial(result_job_id, actions=actions)
         start = datetime.datetime.fromtimestamp(since - HISTORY_MARGIN_S, datetime.UTC)
         after = discord.Object(discord.utils.time_snowflake(start))
         me = self.bot.user
         try:
             async for message in self.channel.history(limit=HISTORY_LIMIT, after=after):
-                if (
-                    me is not None
-                    and message.author.id == me.id
-                    and result_job_id(message) == self.record.job_id
-                ):
+                if me is not None and message.author.id == me.id and job_of(message) == self.record.job_id:
                     return message
         except discord.HTTPException as error:
             log.warning(

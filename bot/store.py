@@ -6,7 +6,8 @@ picks up where it stopped), whether its result is being posted or was posted (so
 exactly once), whether the result was deleted since (it is no longer a source to continue), how
 many expansions it asked for and when (a guild's daily count is rebuilt from it), and which
 messages belong to which job (so a reply to a result or to a ✅ status finds the canvas to
-continue).
+continue), and for a job with candidates, which one its requester picked (its canvas is the
+job's result) and where that was posted.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ _ADDED_COLUMNS = {  # columns newer than the first schema: added to an existing 
     "expansions": "INTEGER NOT NULL DEFAULT 0",
     "created_at": "REAL",
     "result_deleted_at": "REAL",
+    "candidates": "INTEGER NOT NULL DEFAULT 1",
+    "picked": "INTEGER",
+    "pick_message_id": "INTEGER",
+    "pick_posting_since": "REAL",
 }
 
 
@@ -60,6 +65,10 @@ class DeliveryRecord:
     expansions: int = 0  # the expansions the job asked for (``times``)
     created_at: float | None = None  # when it was queued (UNIX time)
     result_deleted_at: float | None = None  # when its result was deleted (🗑 or by a moderator)
+    candidates: int = 1  # candidates to pick from (then the result message is their grid)
+    picked: int | None = None  # the candidate picked (0-based), whose canvas is the job's result
+    pick_message_id: int | None = None  # the picked candidate's result message, once posted
+    pick_posting_since: float | None = None  # when the bot set out to post it (UNIX time)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(DeliveryRecord)]

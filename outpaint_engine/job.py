@@ -247,22 +247,29 @@ class Progress(Event):
 
 @dataclass(frozen=True)
 class Expanded(Event):
-    """Expansion step ``step`` (0-based) is finished and its canvas is stored at (job, step)."""
+    """Expansion step ``step`` (0-based) is finished and its canvas is stored at (job, step).
+
+    A step generated as several candidates (a job's last, with ``JobSpec.candidates`` > 1) has
+    ``candidates`` of them stored: candidate 0 at (job, step), the others at (job, step, k)
+    (``JobQueue.get_candidate``); fewer than asked for when the content check withheld some."""
 
     step: int = 0
     total_steps: int = 0
     width: int = 0
     height: int = 0
+    candidates: int = 1
     kind: ClassVar[str] = "expanded"
 
 
 @dataclass(frozen=True)
 class Done(Event):
-    """The job finished; the final canvas is the one stored at (job, step)."""
+    """The job finished; the final canvas is the one stored at (job, step), or one of its
+    ``candidates`` (see :class:`Expanded`) when there are several to pick from."""
 
     step: int = 0
     width: int = 0
     height: int = 0
+    candidates: int = 1
     kind: ClassVar[str] = "done"
     terminal: ClassVar[bool] = True
 

@@ -290,6 +290,35 @@ class JobReview:
             raise ContentBlocked
         self.flagged = True
 
+    def check_candidates(self, canvases: Sequence[np.ndarray], step: int) -> list[tuple[np.ndarray, bool]]:
+        """Check each candidate canvas of ``step`` on its own; returns the candidates that may be
+        shown, in order, each with whether it is flagged (to be stored marked).
+
+        Where the policy blocks, flagged candidates are withheld, and :class:`ContentBlocked` is
+        raised only when every one is flagged. Where it spoilers, a flagged candidate flags the
+        job (no more previews) but not its unflagged siblings. A job flagged before (its source,
+        its checkpoint) has every candidate flagged."""
+        if self.flagged or self.policy is Policy.ALLOW or not self._check.enabled:
+            return [(canvas, self.flagged) for canvas in canvases]
+        shown = []
+        for number, canvas in enumerate(canvases, start=1):
+            score = self._check.flags(canvas)
+            if score is not None:
+                log.info(
+                    "job %s: candidate %d of step %d was flagged (score %.2f); policy %s",
+                    self.job_id,
+                    number,
+                    step,
+                    score,
+                    self.policy,
+                )
+            if score is None or self.policy is not Policy.BLOCK:
+                shown.append((canvas, score is not None))
+        if not shown:
+            raise ContentBlocked
+        self.flagged = any(flagged for _, flagged in shown)
+        return shown
+
     def stamp(self, png: bytes) -> bytes:
         """The canvas PNG to store: marked once the job is flagged."""
         return mark_flagged(png) if self.flagged else png

@@ -30,7 +30,8 @@ def check_job_id(job_id: str) -> str:
 
 
 class FileImageStore:
-    """A job's images as files: ``root/<job id>/source.png`` and ``root/<job id>/step-0003.png``.
+    """A job's images as files: ``root/<job id>/source.png``, ``root/<job id>/step-0003.png`` and,
+    for a step generated as several candidates, ``root/<job id>/step-0003.candidate-1.png``...
 
     Writes are atomic (a temporary file renamed into place), so a crash never leaves half a PNG
     where a checkpoint should be. Blocking: call it from a worker thread or ``asyncio.to_thread``.
@@ -48,11 +49,18 @@ class FileImageStore:
     def _step_path(self, job_id: str, step: int) -> Path:
         return self._dir(job_id) / f"step-{step:04d}.png"
 
+    def _candidate_path(self, job_id: str, step: int, candidate: int) -> Path:
+        return self._dir(job_id) / f"step-{step:04d}.candidate-{candidate}.png"
+
     def put_source(self, job_id: str, png: bytes) -> None:
         self._write(self._source_path(job_id), png)
 
     def put_step(self, job_id: str, step: int, png: bytes) -> None:
         self._write(self._step_path(job_id, step), png)
+
+    def put_candidate(self, job_id: str, step: int, candidate: int, png: bytes) -> None:
+        """Candidate ``candidate`` (1 or more) of ``step``; candidate 0 is the step itself."""
+        self._write(self._candidate_path(job_id, step, candidate), png)
 
     def get_source(self, job_id: str) -> bytes | None:
         return self._read(self._source_path(job_id))
@@ -61,6 +69,16 @@ class FileImageStore:
         if step < 0:
             return None
         return self._read(self._step_path(job_id, step))
+
+    def get_candidate(self, job_id: str, step: int, candidate: int) -> bytes | None:
+        if candidate == 0:
+            return self.get_step(job_id, step)
+        if step < 0 or candidate < 0:
+            return None
+        return self._read(self._candidate_path(job_id, step, candidate))
+
+    def has_candidate(self, job_id: str, step: int, candidate: int) -> bool:
+        return self._candidate_path(job_id, step, candidate).exists()
 
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self._dir(job_id), ignore_errors=True)

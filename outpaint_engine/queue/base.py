@@ -117,6 +117,12 @@ class JobQueue(ABC):
         """The PNG of the canvas checkpointed after expansion step ``step``, if still stored."""
 
     @abstractmethod
+    async def get_candidate(self, job_id: str, step: int, candidate: int) -> bytes | None:
+        """The PNG of candidate ``candidate`` of step ``step`` (0 is the step's canvas, as
+        ``get_canvas``), if still stored: a step generated as several candidates says how many in
+        its ``Expanded`` and ``Done`` events; they are kept as long as the job's other images."""
+
+    @abstractmethod
     async def get_source(self, job_id: str) -> bytes | None:
         """The PNG of the job's source image, if still stored."""
 

@@ -222,6 +222,11 @@ class EmbeddedQueue(JobQueue):
             return None
         return await asyncio.to_thread(self.images.get_step, job_id, step)
 
+    async def get_candidate(self, job_id: str, step: int, candidate: int) -> bytes | None:
+        if not is_job_id(job_id):
+            return None
+        return await asyncio.to_thread(self.images.get_candidate, job_id, step, candidate)
+
     async def get_source(self, job_id: str) -> bytes | None:
         if not is_job_id(job_id):
             return None

@@ -107,13 +107,25 @@ class EmbeddedWorkerSide(WorkerSide):
     def progress(self, claim: Claim, event: Progress) -> None:
         self._call("publishing", lambda: self.publish_for(claim, event))
 
-    def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
+    def checkpoint(
+        self, claim: Claim, step: int, png: bytes, width: int, height: int, *, candidates: int = 1
+    ) -> None:
         self.q.images.put_step(claim.job.id, step, png)
-        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height)
+        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height, candidates=candidates)
         self._call("storing a checkpoint", lambda: self.checkpointed(claim, event))
 
-    def done(self, claim: Claim, step: int, width: int, height: int) -> None:
-        event = Done(claim.job.id, step, width, height)
+    def store_candidate(self, claim: Claim, step: int, candidate: int, png: bytes) -> None:
+        if self._call("storing a candidate", lambda: self.steps_done(claim)) <= step:
+            self.q.images.put_candidate(claim.job.id, step, candidate, png)
+
+    def candidates_stored(self, claim: Claim, step: int, wanted: int) -> int:
+        count = 1
+        while count < wanted and self.q.images.has_candidate(claim.job.id, step, count):
+            count += 1
+        return count
+
+    def done(self, claim: Claim, step: int, width: int, height: int, *, candidates: int = 1) -> None:
+        event = Done(claim.job.id, step, width, height, candidates=candidates)
         self._call("finishing a job", lambda: self.finish(claim, event))
 
     def cancelled(self, claim: Claim) -> None:
@@ -190,6 +202,11 @@ class EmbeddedWorkerSide(WorkerSide):
             cancel = row.cancel_requested
         if cancel:
             claim.cancel.cancel()
+
+    async def steps_done(self, claim: Claim) -> int:
+        """The job's stored steps; LostClaim if the claim no longer owns it."""
+        async with self.owned(claim) as (_, row):
+            return row.job.steps_done
 
     async def checkpointed(self, claim: Claim, event: Expanded) -> None:
         first = False

@@ -335,6 +335,13 @@ class RedisQueue(JobQueue):
             return None
         return await self._ask(self.r.get(_key("img", job_id, step)))
 
+    async def get_candidate(self, job_id: str, step: int, candidate: int) -> bytes | None:
+        if candidate == 0:
+            return await self.get_canvas(job_id, step)
+        if step < 0 or candidate < 0:
+            return None
+        return await self._ask(self.r.get(_key("img", job_id, step, candidate)))
+
     async def get_source(self, job_id: str) -> bytes | None:
         return await self._ask(self.r.get(_key("img", job_id, "source")))
 
@@ -374,6 +381,7 @@ class RedisQueue(JobQueue):
             if not job.state.terminal or (job.finished_at or job.created_at) >= cutoff:
                 continue
             steps = range(max(job.total_steps, job.steps_done))
+            candidates = range(1, job.spec.candidates) if steps else ()  # of the last step
             await self._ask(
                 self.r.delete(
                     _key("job", job.id),
@@ -381,6 +389,7 @@ class RedisQueue(JobQueue):
                     _key("cancel", job.id),
                     _key("img", job.id, "source"),
                     *(_key("img", job.id, s) for s in steps),
+                    *(_key("img", job.id, steps[-1], k) for k in candidates),
                 )
             )
             await self._ask(self.r.zrem(_key("jobs"), job.id))
@@ -558,14 +567,32 @@ class RedisWorkerSide(WorkerSide):
         key = f"{claim.token}:{event.step}:{event.denoise}"
         self._write(claim, "publishing", "publish", _event_json(event), key)
 
-    def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
-        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height)
+    def checkpoint(
+        self, claim: Claim, step: int, png: bytes, width: int, height: int, *, candidates: int = 1
+    ) -> None:
+        event = Expanded(claim.job.id, step, claim.job.total_steps, width, height, candidates=candidates)
         ttl, give_back = self.settings.result_ttl_s, _flag(not claim.progressed)
         self._write(
             claim, "storing a checkpoint", "checkpoint", step, png, ttl, _event_json(event), give_back
         )
         if not claim.progressed:  # its first new step: the delivery gave its stall back
             claim.stalls, claim.progressed = claim.stalls - 1, True
+
+    def store_candidate(self, claim: Claim, step: int, candidate: int, png: bytes) -> None:
+        ttl = self.settings.result_ttl_s
+        self._write(claim, "storing a candidate", "candidate", step, candidate, png, ttl)
+
+    def candidates_stored(self, claim: Claim, step: int, wanted: int) -> int:
+        keys = [_key("img", claim.job.id, step, k) for k in range(1, wanted)]
+
+        def present() -> list[int]:
+            with self.r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(key)
+                return pipe.execute()
+
+        found = self._retry("loading candidates", present)
+        return 1 + next((k for k, there in enumerate(found) if not there), len(found))
 
     def _finish(self, claim: Claim, state: JobState, event: Event, error: str = "", dead: str = "") -> None:
         short_lived = max(0, claim.job.total_steps - 2) if state is JobState.DONE else 0
@@ -580,8 +607,8 @@ class RedisWorkerSide(WorkerSide):
         )
         self._write(claim, "finishing a job", "finish", *args)
 
-    def done(self, claim: Claim, step: int, width: int, height: int) -> None:
-        self._finish(claim, JobState.DONE, Done(claim.job.id, step, width, height))
+    def done(self, claim: Claim, step: int, width: int, height: int, *, candidates: int = 1) -> None:
+        self._finish(claim, JobState.DONE, Done(claim.job.id, step, width, height, candidates=candidates))
 
     def cancelled(self, claim: Claim) -> None:
         self._finish(claim, JobState.CANCELLED, Cancelled(claim.job.id))

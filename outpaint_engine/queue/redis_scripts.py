@@ -9,7 +9,8 @@ Keys (prefix ``P``, ``outpaint:``)::
                        owner (claim token of the worker running it), entry (its work-stream entry),
                        published (key of the last event its worker published)
     P ev:<id>          stream of the job's events, entry ids 0-1, 0-2, ... (the sequence numbers)
-    P img:<id>:source  the source PNG; P img:<id>:<step> the checkpoints (all with a TTL)
+    P img:<id>:source  the source PNG; P img:<id>:<step> the checkpoints; P img:<id>:<step>:<k>
+                       candidate k (1, 2, 3) of a step generated as several (all with a TTL)
     P cancel:<id>      cancel flag of a running job
     P queue            zset of queued jobs in fair order: score round, member "<seq:016d>:<id>"
     P uq:<user>        zset of a user's queued jobs (score round)
@@ -281,6 +282,17 @@ end
 return cancel_flag(id)
 """
 
+# ARGV: P, id, token, step, candidate, png, ttl_s -> 0 lost, 1 ok, 2 ok and cancel requested.
+# A step's candidates are stored before its checkpoint; once it is checkpointed they stay as they are.
+CANDIDATE = r"""
+local id, token, step = ARGV[2], ARGV[3], tonumber(ARGV[4])
+if not owns(id, token) then return 0 end
+if step >= tonumber(redis.call('HGET', jkey(id), 'steps_done')) then
+  redis.call('SET', P .. 'img:' .. id .. ':' .. step .. ':' .. ARGV[5], ARGV[6], 'EX', ARGV[7])
+end
+return cancel_flag(id)
+"""
+
 # ARGV: P, id, token, state, event json, error, dead-letter detail ('' = none),
 #       steps whose checkpoints now only need a short TTL, that TTL, ttl_s -> 0 lost, 1 ok
 FINISH = r"""
@@ -364,6 +376,7 @@ SCRIPTS = {
     "publish": PUBLISH,
     "prompted": PROMPTED,
     "checkpoint": CHECKPOINT,
+    "candidate": CANDIDATE,
     "finish": FINISH,
     "requeue": REQUEUE,
     "cancel": CANCEL,

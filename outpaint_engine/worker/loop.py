@@ -3,7 +3,11 @@
 claim → load the source and the last checkpoint → (a job without a prompt, on an engine with a
 captioner: its auto prompt, written once per job, screened by the word list, stored with the job and
 published as ``Prompted``) → ``engine.run`` → store a checkpoint and publish ``Expanded`` after
-every expansion step → ``Done`` → acknowledge. The embedded queue runs this loop
+every expansion step → ``Done`` → acknowledge. A step generated as several candidates (a job's
+last) stores candidates 1, 2... first, then candidate 0 as its checkpoint, so a job stopped in
+between generates the step again (identically) and overwrites them; the content check looks at
+each candidate, and ``block`` withholds the flagged ones (the job fails only when all are flagged).
+The embedded queue runs this loop
 in a thread of the bot process; ``outpaint-worker`` (:mod:`outpaint_engine.worker.cli`) runs it
 against a Redis queue.
 
@@ -32,13 +36,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from outpaint_engine.api import Checkpoint, Engine, StepProgress, auto_prompter
+from outpaint_engine.api import Checkpoint, Engine, StepProgress, StepResult, auto_prompter
 from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
 from outpaint_engine.job import AutoPrompt, JobCancelledError, JobSpec, Progress
 from outpaint_engine.observability.logs import job_event
 from outpaint_engine.observability.stages import EXPANSION_SECONDS, listening_to_load_stages
 from outpaint_engine.plan import PlanError
-from outpaint_engine.safety import ContentBlocked, JobReview, SafetyCheck, engine_device
+from outpaint_engine.safety import ContentBlocked, JobReview, SafetyCheck, engine_device, mark_flagged
 from outpaint_engine.worker import metrics
 from outpaint_engine.worker.side import Claim, LostClaim, WorkerSide
 from outpaint_engine.worker.status import WorkerState, WorkerStatus
@@ -296,6 +300,7 @@ class Worker:
             metrics.QUEUE_WAIT.observe(wait_s)
             job_event(log, job, "started", "started after %.1f s in the queue", wait_s, wait_s=wait_s)
         last_step, canvas = (resume.steps_done - 1, resume.canvas) if resume else (-1, None)
+        shown = 0  # candidates stored for the last step, when this delivery ran it
         if last_step < total - 1:
             spec, options = self._with_prompt(claim, engine, source)
             report = self._reporter(claim, total, review)
@@ -304,16 +309,23 @@ class Worker:
             for result in runs:
                 EXPANSION_SECONDS.labels("expansion").observe(time.monotonic() - began)  # the engine's time
                 height, width = result.canvas.shape[:2]
-                review.check(result.canvas, result.step)
-                png = review.stamp(encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL))
-                side.checkpoint(claim, result.step, png, width, height)
+                pngs = _stored_pngs(review, result)
+                for number, png in enumerate(pngs[1:], start=1):  # before the checkpoint: see store_candidate
+                    side.store_candidate(claim, result.step, number, png)
+                side.checkpoint(claim, result.step, pngs[0], width, height, candidates=len(pngs))
                 now = time.monotonic()
                 side.record_step_time(now - began)
                 began = now
-                last_step, canvas = result.step, result.canvas
+                last_step, canvas, shown = result.step, result.canvas, len(pngs)
         if canvas is None or last_step != total - 1:
             raise RuntimeError(f"the engine stopped after step {last_step} of {total}")
-        side.done(claim, last_step, canvas.shape[1], canvas.shape[0])
+        if not shown:  # checkpointed by an earlier delivery
+            shown = (
+                side.candidates_stored(claim, last_step, job.spec.candidates)
+                if job.spec.candidates > 1
+                else 1
+            )
+        side.done(claim, last_step, canvas.shape[1], canvas.shape[0], candidates=shown)
         return None
 
     def _with_prompt(self, claim: Claim, engine: Engine, source: np.ndarray) -> tuple[JobSpec, dict]:
@@ -350,3 +362,17 @@ class Worker:
             self.side.progress(claim, event)
 
         return report
+
+
+def _stored_pngs(review: JobReview, result: StepResult) -> list[bytes]:
+    """The PNGs to store for a finished step, after the content check: its canvas, or (a step
+    generated as several candidates) each candidate that may be shown, candidate 0 first; each
+    marked when flagged."""
+    if len(result.candidates) == 1:
+        review.check(result.canvas, result.step)
+        return [review.stamp(encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL))]
+    pngs = []
+    for canvas, flagged in review.check_candidates(result.candidates, result.step):
+        png = encode_png(canvas, compress_level=CHECKPOINT_PNG_LEVEL)
+        pngs.append(mark_flagged(png) if flagged else png)
+    return pngs

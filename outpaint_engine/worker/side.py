@@ -91,12 +91,27 @@ class WorkerSide(ABC):
         """Publish ``event``; sets ``claim.cancel`` when the job's cancel flag is up."""
 
     @abstractmethod
-    def checkpoint(self, claim: Claim, step: int, png: bytes, width: int, height: int) -> None:
-        """Store the canvas after ``step`` under (job, step), then publish ``Expanded``; the first
-        new one of the delivery gives its stall back (see :class:`Claim`)."""
+    def checkpoint(
+        self, claim: Claim, step: int, png: bytes, width: int, height: int, *, candidates: int = 1
+    ) -> None:
+        """Store the canvas after ``step`` under (job, step), then publish ``Expanded`` (saying the
+        step has ``candidates`` stored); the first new one of the delivery gives its stall back
+        (see :class:`Claim`)."""
 
     @abstractmethod
-    def done(self, claim: Claim, step: int, width: int, height: int) -> None:
+    def store_candidate(self, claim: Claim, step: int, candidate: int, png: bytes) -> None:
+        """Store candidate ``candidate`` (1 or more: candidate 0 is the step's checkpoint) of
+        ``step`` under (job, step, candidate), with the job's other images' lifetime. Called before
+        the step's checkpoint: a job stopped in between generates the step again and stores the
+        same pixels under the same keys. Does nothing once the step is checkpointed."""
+
+    @abstractmethod
+    def candidates_stored(self, claim: Claim, step: int, wanted: int) -> int:
+        """How many candidates of the checkpointed ``step`` are stored: 1 (the checkpoint) plus
+        the candidates 1, 2... up to ``wanted`` - 1 found in a row."""
+
+    @abstractmethod
+    def done(self, claim: Claim, step: int, width: int, height: int, *, candidates: int = 1) -> None:
         """Publish ``Done`` (once per job) and acknowledge the delivery."""
 
     @abstractmethod

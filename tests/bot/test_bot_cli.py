@@ -70,14 +70,22 @@ async def test_commands_are_synced_only_when_asked(harness: Harness) -> None:
     fake = harness.fake
     async with harness.running(sync=False):
         assert not fake.requests_to("PUT", "/commands")
-    async with harness.running(dev_guild=fake.guild.id, max_times=4):
+    async with harness.running(dev_guild=fake.guild.id, max_times=4, max_candidates=3):
         commands = {c["name"]: c for c in fake.commands[fake.guild.id]}
         assert set(commands) == {"outpaint", "outpaint-help", "queue", "Outpaint"}
         assert fake.commands[None] == []  # a dev guild sync stays in that guild
         options = {o["name"]: o for o in commands["outpaint"]["options"]}
-        assert options["times"]["max_value"] == 4 and options["times"]["required"]
+        assert options["times"]["max_value"] == 4 and not options["times"]["required"]  # default 1
         assert (options["expand"]["min_value"], options["expand"]["max_value"]) == (8, WINDOW // 2)
-        assert [c["value"] for c in options["direction"]["choices"]] == ["left", "right", "up", "down"]
+        directions = [c["value"] for c in options["direction"]["choices"]]
+        assert directions == ["left", "right", "up", "down", "all"] and not options["direction"]["required"]
+        assert (options["zoom"]["type"], options["zoom"]["min_value"], options["zoom"]["max_value"]) == (
+            10,
+            1.1,
+            4,
+        )
+        assert options["aspect"]["type"] == 3 and options["aspect"]["autocomplete"]  # presets, or any W:H
+        assert (options["candidates"]["min_value"], options["candidates"]["max_value"]) == (1, 3)
         assert options["image"]["type"] == 11 and options["image"]["required"]
         assert commands["Outpaint"]["type"] == 3  # a message context menu
 

@@ -3,9 +3,11 @@ hooks shared with the real-engine wrapper (:mod:`real_engine`).
 
 The double is for the many-job tests (fair ordering, 2 workers × 20 jobs) and for jobs that only
 ever fail; everything else runs the real tiny-model engine. It plans with the real
-:func:`outpaint_engine.plan.plan_job`, grows the canvas by the planned steps, and fills each new
-strip with a pattern computed from ``(seed, step)`` instead of running diffusion. It calls its
-hook before every denoising step and never sleeps.
+:func:`outpaint_engine.plan.plan_job` (pan, zoom and aspect plans alike), grows the canvas by the
+planned steps, and fills each new strip with a pattern computed from ``(seed, step)`` instead of
+running diffusion; a last step with several candidates is grown once per candidate, each from
+its :func:`~outpaint_engine.api.candidate_seed`. It calls its hook before every denoising step
+and never sleeps.
 
 Worker subprocesses load an engine with ``outpaint-worker --engine engine_double:from_env`` (or
 ``real_engine:from_env``), a testing option, configured through the environment (see
@@ -22,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from outpaint_engine.api import Checkpoint, Engine, ProgressCallback, StepProgress, StepResult, step_seed
+from outpaint_engine.api import (
+    Checkpoint,
+    Engine,
+    ProgressCallback,
+    StepProgress,
+    StepResult,
+    candidate_seed,
+    step_seed,
+)
 from outpaint_engine.captioner import Caption
 from outpaint_engine.job import CancelToken, JobSpec
 from outpaint_engine.observability.stages import WARMING, report_load_stage
@@ -147,9 +157,12 @@ class FastEngineDouble(RecordingEngine):
                     progress(StepProgress(step.index, plan.total_steps, denoise, spec.steps, canvas[:8, :8]))
                 if cancel is not None:
                     cancel.raise_if_cancelled()
-            canvas = _grow(canvas, step, spec.seed)
+            candidates = tuple(
+                _grow(canvas, step, candidate_seed(spec.seed, k)) for k in range(step.candidates)
+            )
+            canvas = candidates[0]
             self._finished(spec, step.index)
-            yield StepResult(step.index, plan.total_steps, canvas)
+            yield StepResult(step.index, plan.total_steps, canvas, candidates)
 
 
 class Pause:
