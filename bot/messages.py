@@ -463,36 +463,29 @@ def help_text(
     daily = f" {per_day} expansions per server per day (UTC)," if per_day else ""
     low, high = ZOOM_RANGE
     candidates = (
-        f"`candidates` (2–{max_candidates}) makes that many versions of the last expansion, shown as a "
-        "numbered grid: pick one with its button, and it becomes your result. "
+        f"`candidates` (2–{max_candidates}): that many versions of the last expansion in a numbered grid; "
+        "pick one with its button. "
         if max_candidates > 1
         else ""
     )
     return f"""\
 **Outpaint** extends a picture beyond its borders.
 
-`/outpaint image direction times` — attach an image, pick a side (left, right, up, down) and how \
-many times to extend it (1–{max_times}). Optional: `prompt` (what should appear), `negative_prompt` \
-(what should not), `expand` (pixels per step, default {default_expand}, at most {max_expand}), `seed` \
-(repeat a result exactly). A portrait grown sideways (or a landscape grown up or \
-down) is first squared up: one extra step.
-`direction: all` zooms out: every side grows, so the picture becomes `zoom` times wider and taller \
-around the original (1.5 by default, {low:g} to {high:g}). `aspect` (16:9, 9:16, 1:1, 21:9, 4:5, 3:2 or \
-any W:H from 1:{ASPECT_LIMIT:g} to {ASPECT_LIMIT:g}:1, without a direction) grows two opposite sides \
-evenly to that shape; the status shows the plan first. {candidates}Each expansion, and each \
-candidate, counts towards the server's daily limit.
-**Prompts**: without one, a model describes the picture and writes one, if the operator enabled \
-auto prompts. The progress message and the result show the prompt used: `Prompt: …` (yours) or \
-`Prompt (auto): …`.
+`/outpaint image direction times`: attach an image, pick a side and how many expansions \
+(1–{max_times}). Optional: `prompt`, `negative_prompt`, `expand` (px per step, default \
+{default_expand}, at most {max_expand}), `seed` (repeat a result). A portrait grown sideways is \
+first squared up (one extra step).
+`direction: all` zooms out every side `zoom` times (1.5 by default, {low:g}–{high:g}). `aspect` \
+(16:9, 1:1, 4:5… or any W:H up to {ASPECT_LIMIT:g}:1) grows two opposite sides evenly to that shape. \
+{candidates}Each expansion and candidate counts towards the server's daily limit.
+**Prompts**: left empty, a model may write one (if the operator enabled auto prompts); the \
+status and the result show the prompt used.
 **Right-click a message → Apps → Outpaint** works on any message with an image.
-**Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it once more, 🔍 zooms out 1.5×, 🔄 redoes the last \
-expansion with a new seed, 🖋 lets you edit the prompt used and redo the last expansion with it \
-(or extend the result once more), 🗑 deletes it. ✖ under a job's progress message cancels it. Only whoever \
-started a job (or a moderator of the server) may cancel it or delete its result.
+**Buttons** under a result: ⬅ ➡ ⬆ ⬇ extend it, 🔍 zooms out 1.5×, 🔄 redoes the last expansion \
+with a new seed, 🖋 redoes it (or extends) with an edited prompt, 🗑 deletes it. ✖ on the progress \
+message cancels. Only the job's owner or a server moderator may cancel or delete.
 **Reply** to a result with e.g. `left 2`, `right 3 a misty forest`, `zoom 2` or `make it 16:9` \
-(keep the @mention on).
-`/queue` shows your jobs, their prompts and when they should be ready (a moderator's shows the \
-server's).
+(keep the @mention on). `/queue` shows your jobs (a moderator's: the server's).
 
 Limits: {max_user_jobs} jobs at a time per person, {cooldown_s:g} s between jobs,{daily} files up to \
 {max_attachment_mb:g} MiB, results up to {max_canvas_side} px on a side, prompts up to \

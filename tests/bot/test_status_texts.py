@@ -32,3 +32,12 @@ def test_a_long_queue_listing_fits_one_message() -> None:
     assert shown[-1] == f"… and {40 - (len(shown) - 1)} more." and shown[:-1] == lines[: len(shown) - 1]
     assert messages.listing(lines[:3], "empty") == "\n".join(lines[:3])
     assert messages.listing([], "empty") == "empty"
+
+
+def test_the_help_fits_one_discord_message_at_the_largest_settings() -> None:
+    text = messages.help_text(
+        max_times=20, max_prompt_chars=100_000, max_user_jobs=1_000, cooldown_s=86_400.5,
+        max_attachment_mb=1_000.5, max_canvas_side=100_000, default_expand=512, max_expand=4_096,
+        max_guild_expansions_per_day=1_000_000, max_candidates=4,
+    )  # fmt: skip
+    assert len(text) <= 2000  # Discord refuses a longer message (error 50035)
