@@ -312,13 +312,10 @@ def _unet_flops(m: Models, spec: JobSpec, latent: int) -> float:
     text = m.encode_text("", "", guidance=True)
     crops = [np.zeros((224, 224, 3), np.uint8)] * 6
     cond = m.conditioning(text, m.encode_crops(crops, guidance=True) if m.ip_adapter else None, spec.window)
-    added = {"text_embeds": cond.pooled_embeds, "time_ids": cond.time_ids}
-    if cond.image_embeds is not None:
-        added["image_embeds"] = cond.image_embeds
     sample = torch.randn(2, 4, latent, latent, device=m.device, dtype=m.unet.dtype)
     with FlopCounterMode(display=False) as counter:
         m.unet(sample, torch.tensor(500, device=m.device), encoder_hidden_states=cond.prompt_embeds,
-               added_cond_kwargs=added, return_dict=False)  # fmt: skip
+               added_cond_kwargs=cond.added_cond_kwargs, return_dict=False)  # fmt: skip
     return float(counter.get_total_flops())
 
 

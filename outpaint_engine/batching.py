@@ -112,6 +112,20 @@ class UNetBatcher:
                 self._cond.notify_all()
         return self._result(call)
 
+    def call_as_batch(
+        self,
+        jobs: int,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        *,
+        encoder_hidden_states: torch.Tensor,
+        added_cond_kwargs: dict[str, Any],
+    ) -> list[torch.Tensor]:
+        """Make, now, the UNet call that ``jobs`` jobs calling with these inputs at once would
+        share (a warm-up compiles and captures each batch size this way); their outputs."""
+        group = [_Call(sample, timestep, encoder_hidden_states, added_cond_kwargs) for _ in range(jobs)]
+        return self._forward(group)
+
     @staticmethod
     def _result(call: _Call) -> tuple[torch.Tensor]:
         if call.error is not None:

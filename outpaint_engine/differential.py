@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,14 @@ class Conditioning:
     @property
     def batch(self) -> int:
         return self.prompt_embeds.shape[0]
+
+    @property
+    def added_cond_kwargs(self) -> dict[str, Any]:
+        """The UNet's ``added_cond_kwargs``: pooled text, time ids and the image embeddings if any."""
+        added: dict[str, Any] = {"text_embeds": self.pooled_embeds, "time_ids": self.time_ids}
+        if self.image_embeds is not None:
+            added["image_embeds"] = self.image_embeds
+        return added
 
 
 @dataclass(frozen=True)
@@ -180,9 +189,7 @@ def denoise(
     ).to(device)
     prediction = scheduler.config.prediction_type
     dtype = cond.prompt_embeds.dtype  # the UNet's dtype
-    added = {"text_embeds": cond.pooled_embeds, "time_ids": cond.time_ids}
-    if cond.image_embeds is not None:
-        added["image_embeds"] = cond.image_embeds
+    added = cond.added_cond_kwargs
 
     x = noised_original(x0, noise, sigmas[0])
     for i, t in enumerate(timesteps):

@@ -108,8 +108,11 @@ class Outpainter:
         The job has a prompt, so the captioner (never compiled) is not asked for one.
         """
         s, began = self.settings, time.monotonic()
-        log.info("compiling the UNet (%s): this takes a few minutes on a first start", s.compile)
-        log.info("compiling and capturing the UNet for 1 job at once")
+        log.info(
+            "compiling and capturing the UNet (%s) for 1 job at once: minutes on a first start, "
+            "seconds with the compile cache",
+            self.models.compile_mode,
+        )
         ramp = np.linspace(0, 255, s.window, dtype=np.float32).astype(np.uint8)
         source = np.dstack([np.tile(ramp, (s.window, 1))] * 3)
         spec = JobSpec(
@@ -135,25 +138,16 @@ class Outpainter:
         scheduler = m.new_scheduler()
         scheduler.set_timesteps(spec.steps, device=m.device)
         latent = spec.window // 8
+        sample = torch.randn(cond.batch, 4, latent, latent, device=m.device).to(cond.prompt_embeds.dtype)
         for jobs in range(2, self.concurrency + 1):
             log.info("compiling and capturing the UNet for %d jobs at once", jobs)
-
-            def times(tensor: torch.Tensor, jobs: int = jobs) -> torch.Tensor:
-                return torch.cat([tensor] * jobs)
-
-            added = {"text_embeds": times(cond.pooled_embeds), "time_ids": times(cond.time_ids)}
-            if cond.image_embeds is not None:
-                added["image_embeds"] = [times(e) for e in cond.image_embeds]
-            size = cond.batch * jobs
-            sample = torch.randn(size, 4, latent, latent, device=m.device).to(cond.prompt_embeds.dtype)
-            timestep = scheduler.timesteps[0].reshape(1).expand(size)
             for _ in range(2):  # as the warm-up jobs: compile or capture, then replay
-                m.batcher.unet(
+                m.batcher.call_as_batch(
+                    jobs,
                     sample,
-                    timestep,
-                    encoder_hidden_states=times(cond.prompt_embeds),
-                    added_cond_kwargs=added,
-                    return_dict=False,
+                    scheduler.timesteps[0],
+                    encoder_hidden_states=cond.prompt_embeds,
+                    added_cond_kwargs=cond.added_cond_kwargs,
                 )
 
     def plan(self, width: int, height: int, spec: JobSpec) -> Plan:

@@ -313,3 +313,19 @@ def test_the_quarter_resolution_fill_changes_far_less_than_a_reroll(tiny_engine:
     fill_effect = np.abs(final(full, 5) - final(fast, 5)).mean()
     reroll = np.abs(final(full, 5) - final(full, 6)).mean()
     assert fill_effect < reroll / 20
+
+
+def test_warm_up_makes_the_batchers_calls_for_every_number_of_jobs(tiny_engine: Outpainter) -> None:
+    """With ``OUTPAINT_BATCH_JOBS=3`` the warm-up also calls the UNet as the batcher does for 2 and 3
+    jobs at once (batch 4 and 6 under guidance, one timestep per sample), so those batch sizes are
+    compiled and captured before the first real jobs meet."""
+    engine = Outpainter(tiny_engine.models, tiny_engine.settings.model_copy(update={"batch_jobs": 3}))
+    calls: list[tuple[int, tuple[int, ...]]] = []
+    hook = engine.models.unet.register_forward_hook(
+        lambda _m, args, _out: calls.append((args[0].shape[0], tuple(args[1].shape)))
+    )
+    try:
+        engine.warm_up()
+    finally:
+        hook.remove()
+    assert calls == [(2, ())] * 4 + [(4, (4,))] * 2 + [(6, (6,))] * 2
