@@ -301,7 +301,9 @@ class Models:
         return self.decode_pixels(latents).cpu().numpy()
 
 
-def _accelerate(pipe: StableDiffusionXLImg2ImgPipeline, settings: EngineSettings, device: torch.device):
+def _accelerate(
+    pipe: StableDiffusionXLImg2ImgPipeline, settings: EngineSettings, device: torch.device
+) -> tuple[str, Callable[..., tuple[torch.Tensor, ...]] | None]:
     """Prepare the UNet (and VAE) as ``OUTPAINT_COMPILE`` / ``OUTPAINT_FP8`` ask; returns the
     resolved compile mode and what the loop calls (None: the plain UNet)."""
     mode = fast_unet.resolve_compile(settings.compile, device, settings.low_vram)
