@@ -21,6 +21,7 @@ blocks run in float8 (dynamic per-row activation and weight scales); it only pay
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -111,20 +112,34 @@ def quantize_fp8(unet: torch.nn.Module) -> int:
     return len(chosen)
 
 
+def compile_options() -> dict[str, Any]:
+    """Keyword arguments for ``torch.compile`` that lift the recompile limit to
+    :data:`RECOMPILE_LIMIT` in every thread.
+
+    Setting ``torch._dynamo.config.recompile_limit`` only holds in the thread that set it (torch
+    keeps user overrides per thread since 2.13), while jobs run, and may meet a new batch size, on
+    the worker's job threads: past the default limit a block would silently run eagerly. Where
+    ``torch.compile`` takes the limit itself it goes there; older versions keep one global config.
+    """
+    if "recompile_limit" in inspect.signature(torch.compile).parameters:
+        return {"dynamic": False, "recompile_limit": RECOMPILE_LIMIT}
+    from torch._dynamo import config
+
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    return {"dynamic": False}
+
+
 def compile_regions(model: torch.nn.Module, names: Sequence[str] = COMPILED_REGIONS) -> int:
     """Compile every submodule whose class is named in ``names`` in place; returns how many.
 
     All copies of one block class share one compiled code per input shape, so compiling a UNet
     this way costs a few block compilations instead of one huge graph.
     """
-    import torch._dynamo
-
-    config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    options = compile_options()
     count = 0
     for module in model.modules():
         if type(module).__name__ in names:
-            module.compile(dynamic=False)
+            module.compile(**options)
             count += 1
     return count
 
@@ -230,7 +245,7 @@ def accelerate_unet(
     if mode == "off":
         return unet
     if mode in ("default", "reduce-overhead"):
-        unet.compile(mode=mode, dynamic=False)
+        unet.compile(mode=mode, **compile_options())
         return unet
     if mode == "regional":
         log.info("compiling %d UNet blocks (regional compilation)", compile_regions(unet))

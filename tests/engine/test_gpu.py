@@ -33,7 +33,9 @@ def _photo() -> np.ndarray:
 
 
 def _load(settings: dict[str, Any], **changes: Any) -> Outpainter:
-    return Outpainter.load(**{**settings, "device": "cuda", **changes})
+    # One job at a time unless a test says otherwise: a compiled engine warms up every batch size
+    # it may serve, and four of them would make each compiled load here take minutes.
+    return Outpainter.load(**{**settings, "device": "cuda", "batch_jobs": 1, **changes})
 
 
 @pytest.mark.parametrize(
@@ -107,7 +109,7 @@ def test_device_map_weight_and_merge_are_bit_exact_on_cuda() -> None:
 
 
 def test_concurrent_jobs_share_batched_unet_calls_on_cuda(tiny_engine_settings: dict[str, Any]) -> None:
-    engine = _load(tiny_engine_settings, dtype="fp32", compile="graphs")
+    engine = _load(tiny_engine_settings, dtype="fp32", compile="graphs", batch_jobs=3)
     specs = [replace(SPEC, seed=seed, steps=4) for seed in (1, 2, 3)]
     alone = [list(engine.run(_photo(), spec))[-1].canvas for spec in specs]
     together: list[np.ndarray | None] = [None] * 3

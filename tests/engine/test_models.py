@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +232,7 @@ class ResnetBlock2D(_RecordingModule):
 def test_whole_unet_compile_modes_compile_the_unet_itself(mode: str) -> None:
     unet = _RecordingModule()
     assert fast_unet.accelerate_unet(unet, mode, fp8=False) is unet
-    assert unet.compiled_with == {"mode": mode, "dynamic": False}
+    assert unet.compiled_with == {"mode": mode, **fast_unet.compile_options()}
 
 
 def test_regional_mode_compiles_each_repeated_block_and_replays_graphs() -> None:
@@ -240,8 +241,22 @@ def test_regional_mode_compiles_each_repeated_block_and_replays_graphs() -> None
     unet = _RecordingModule(*blocks, other)
     call = fast_unet.accelerate_unet(unet, "regional", fp8=False)
     assert isinstance(call, fast_unet.GraphedUNet) and call.unet is unet
-    assert [b.compiled_with for b in blocks] == [{"dynamic": False}] * 3
+    assert [b.compiled_with for b in blocks] == [fast_unet.compile_options()] * 3
     assert other.compiled_with is None and unet.compiled_with is None
+
+
+def test_compiled_code_may_specialise_for_many_shapes_on_any_thread() -> None:
+    """Jobs meet new batch sizes on the worker's job threads: the raised recompile limit must hold
+    there, not only on the thread that compiled (else a block silently runs eagerly)."""
+    from torch._dynamo.utils import counters
+
+    compiled = torch.compile(lambda x: x * 2 + 1, backend="eager", **fast_unet.compile_options())
+    shapes = range(1, fast_unet.RECOMPILE_LIMIT // 4 + 2)  # past torch's default limit (8)
+    before = counters["stats"]["unique_graphs"]
+    thread = threading.Thread(target=lambda: [compiled(torch.ones(n)) for n in shapes])
+    thread.start()
+    thread.join()
+    assert counters["stats"]["unique_graphs"] - before == len(shapes)
 
 
 def test_graphs_mode_compiles_nothing() -> None:
