@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import copy
 import json
+import signal
 import statistics
 import sys
 import time
@@ -192,6 +193,25 @@ def stage_timers(engine: Outpainter, timers: Timers) -> Iterator[None]:
         stack.enter_context(patched(sys.modules[__name__], "seed_window_inputs", timers.wrap(
             "cpu: seed map + telea", seed_window_inputs)))  # fmt: skip
         yield
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after ``seconds`` (0: no limit)."""
+    if seconds <= 0:
+        yield
+        return
+
+    def expire(*_: Any) -> None:
+        raise TimeoutError(f"still compiling after {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def photo(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -360,6 +380,8 @@ PATHS: dict[str, dict[str, Any]] = {  # name: engine settings on top of the eage
 }
 LOSSY = ("graphs", "regional", "default", "default fp8", "default vae", "default fp8 vae", "full graphs")
 """Paths compared with ``eager`` on the same noise (float rounding, the fill, FP8)."""
+LEVERS = ("default fp8", "default vae", "default fp8 vae")
+"""Paths compared with ``default`` on the same noise: what each lever alone changes."""
 
 
 def make_engines(
@@ -411,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", nargs="*", default=None, help="paths whose GPU idle time the profiler "
                         "measures on one expansion (default: the last path)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write all numbers here (rewritten as they come)")
+    parser.add_argument("--warmup-limit", type=float, default=0, help="seconds a path's warm-up "
+                        "(its compile) may take; past it the path is dropped, the others go on")  # fmt: skip
     parser.add_argument("--candidates", type=int, default=0, help="also time N candidates against one")
     parser.add_argument("--candidate-paths", nargs="*", help="where to time candidates (default: every path "
                         "but the seed's, which makes one at a time)")  # fmt: skip
@@ -445,8 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, engine in list(engines.items()):
         t0 = time.perf_counter()
         try:
-            for _ in range(2):  # the second settles what the first compiled or captured
-                run_job(engine, source, warm)
+            with time_limit(args.warmup_limit):
+                for _ in range(2):  # the second settles what the first compiled or captured
+                    run_job(engine, source, warm)
         except Exception as error:  # as above: record it, go on with the other paths
             results[name] = {"error": f"{type(error).__name__}: {error}"[:2000]}
             print(f"{name}: warm-up failed: {results[name]['error'][:500]}", flush=True)
@@ -497,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
             if name in engines:
                 results[name]["vs_eager"] = differences(engines["eager"], engines[name], source, spec)
         save()
+    if "default" in engines:  # each lever against the defaults it is added to, on the same noise
+        for name in LEVERS:
+            if name in engines:
+                results[name]["vs_default"] = differences(engines["default"], engines[name], source, spec)
+        save()
     if "regional" in engines and "default" in engines:  # the cheaper fill, against a reroll
         regional = engines["regional"]
         results["fill_effect"] = differences(regional, engines["default"], source, spec)
@@ -519,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         "unet TFLOP/s": lambda n: f"{results[n].get('unet_tflops', float('nan')):.0f}",
         "latent diff vs eager": lambda n: (
             f"{results[n].get('vs_eager', {}).get('latent_rel', float('nan')):.4f}"
+        ),
+        "latent diff vs default": lambda n: (
+            f"{results[n].get('vs_default', {}).get('latent_rel', float('nan')):.4f}"
         ),
     }
     for label, cell in rows.items():

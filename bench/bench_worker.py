@@ -5,6 +5,9 @@
   expansions per minute, and each concurrent canvas against the same job run alone.
 - ``first-progress``: seconds from ``run`` to the first progress report on a warm engine.
 - ``low-vram``: peak GPU memory of one expansion with ``OUTPAINT_LOW_VRAM``.
+- ``embedded``: a warm ``times:3`` job (``--expansions``) submitted to the real embedded queue (the
+  bot's default: SQLite journal, images on disk, its worker thread), seconds from ``submit`` to
+  its ``Done`` event and to its first ``Progress`` event.
 - ``startup``: a fresh process loads the engine (``OUTPAINT_COMPILE`` as given) with the compiler
   cache in ``--cache``: weights, warm-up (compile + graph capture) and first job, in seconds. Run it
   twice with the same cache for the cold and the warm start.
@@ -170,7 +173,48 @@ def startup(args: argparse.Namespace) -> dict[str, Any]:
     return timings
 
 
+def embedded(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+    import tempfile
+
+    from outpaint_engine.imageio import encode_png
+    from outpaint_engine.job import Done, Failed, Job, Progress
+    from outpaint_engine.queue.embedded import EmbeddedQueue
+    from outpaint_engine.settings import QueueSettings
+
+    engine, load_s = load(args)
+    source, spec = job(args, 1)
+    list(engine.run(source, spec))  # warm
+    png = encode_png(source)
+
+    async def one(queue: EmbeddedQueue, n: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        marks: dict[str, float] = {}
+        submitted = await queue.submit(Job(id=f"bench{n}", user_id=1, guild_id=None, channel_id=None,
+                                           spec=spec, source_sha256="bench"), png)  # fmt: skip
+        async for _, event in queue.events(submitted.id):
+            if isinstance(event, Progress):
+                marks.setdefault("first_progress_s", time.perf_counter() - t0)
+            if isinstance(event, Failed):
+                raise RuntimeError(event.reason)
+            if isinstance(event, Done):
+                marks["done_s"] = time.perf_counter() - t0
+                return marks
+        raise RuntimeError("the event stream ended before Done")
+
+    async def measure() -> list[dict[str, float]]:
+        with tempfile.TemporaryDirectory() as data_dir:
+            settings = QueueSettings(_env_file=None, queue="embedded", data_dir=Path(data_dir))
+            async with EmbeddedQueue(settings, engine_factory=lambda: engine) as queue:
+                return [await one(queue, n) for n in range(args.repeats + 1)]  # the first is uncounted
+
+    runs = asyncio.run(measure())[1:]
+    return {"load_s": load_s, "expansions": spec.times, "runs": runs,
+            "median_done_s": statistics.median(r["done_s"] for r in runs)}  # fmt: skip
+
+
 MEASURES = {
+    "embedded": embedded,
     "throughput": throughput,
     "first-progress": first_progress,
     "low-vram": low_vram,
