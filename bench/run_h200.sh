@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# One device-tool call on the lent H200: the GPU tests, the engine benchmark, the worker numbers.
-# Run from the repository root with the wheels in .whl/ (bench/README.md); results land in $OUT.
-# Every stage has its own time limit, so a slow one cannot take the others' results with it.
+# Device-tool calls on the lent H200 (see bench/README.md): `bash bench/run_h200.sh STAGE...` runs
+# the stages in the order given, each under its own time limit (SIGINT first, so Python prints where
+# it was), its whole log under $OUT/STAGE.log and the end of it in the reply. The compile cache
+# stays in /tmp while the machine is held, so a later call's `startup` can find it filled.
+#   tests      the CUDA tests (tests/engine/test_gpu.py), the device map, batching, FP8 and compile first
+#   captioner  bench_captioner.py: SmolVLM-256M shapes, resident and low-VRAM
+#   worker     bench_worker.py throughput (4 jobs batched), embedded (times:3 via the queue), low-vram
+#   engine     bench_engine.py: the seed baseline, the defaults, each lever, 4 candidates, GPU idle
+#   startup    bench_worker.py startup: a fresh process with the compile cache as the calls left it
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/outpaint-compile-cache
 OUT=${OUT:-/tmp/out}
+CACHE=$TORCHINDUCTOR_CACHE_DIR
 mkdir -p "$OUT"
-quiet() { grep -v -e "Loading" -e "Writing" -e "it/s]" -e "kept in float32"; }
 
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/env.txt"
+stage() {  # stage NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2 began=$SECONDS
+  shift 2
+  timeout -s INT -k 20 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  echo "== $name: rc=$? after $((SECONDS - began)) s (limit $limit s)"
+  grep -v -e Loading -e Writing -e "it/s]" -e "kept in float32" -e torchvision -e "^V1" "$OUT/$name.log" | tail -n 14
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader | tee "$OUT/env.txt"
 python3 -c "import torch, diffusers, transformers, torchao; print(torch.__version__, diffusers.__version__, transformers.__version__, torchao.__version__)" 2>/dev/null | tee -a "$OUT/env.txt"
-
-OUTPAINT_TEST_GPU=1 timeout 55 python3 -m pytest -q -p no:cacheprovider tests/engine/test_gpu.py \
-  -k "device_map or concurrent or fp8 or auto or graphs" 2>&1 | tail -8 | tee "$OUT/gpu-tests.txt"
-
-timeout 300 python3 -m bench.bench_engine --repeats 2 --idle default --candidates 4 --candidate-paths default \
-  --json "$OUT/engine.json" --paths "seed-eager fp16" regional default "default fp8" 2>&1 | quiet | tee "$OUT/engine.log" | tail -20
-
-# The worker numbers on the shipped defaults (OUTPAINT_COMPILE=auto, fill, 4 jobs at once): the
-# first load compiles the batch sizes the engine-benchmark did not; the second process is a restart.
-timeout 150 python3 -m bench.bench_worker throughput --expansions 2 --repeats 2 --cache /tmp/outpaint-compile-cache \
-  --json "$OUT/worker.json" 2>&1 | quiet | tail -3
-timeout 60 python3 -m bench.bench_worker startup --cache /tmp/outpaint-compile-cache \
-  --json "$OUT/startup.json" 2>&1 | quiet | tail -2
+FIRST="device_map or concurrent or fp8 or auto_compile or graphs or regional"
+for name in "$@"; do
+  case $name in
+    tests) stage tests 170 python3 -m pytest -v -p no:cacheprovider --durations=0 -o faulthandler_timeout=100 \
+             tests/engine/test_gpu.py -k "$FIRST" ;;
+    tests-rest) stage tests-rest 200 python3 -m pytest -v -p no:cacheprovider --durations=0 -o faulthandler_timeout=100 \
+             tests/engine/test_gpu.py -k "not ($FIRST)" ;;
+    captioner) stage captioner 120 python3 -m bench.bench_captioner --json "$OUT/captioner.json" ;;
+    worker) TORCH_LOGS=recompiles stage worker 260 python3 -m bench.bench_worker throughput embedded low-vram \
+              --expansions 3 --repeats 2 --cache "$CACHE" --json "$OUT/worker.json" ;;
+    engine) TORCH_LOGS=recompiles stage engine 440 python3 -m bench.bench_engine --repeats 2 --warmup-limit 150 \
+              --idle default --candidates 4 --candidate-paths default --json "$OUT/engine.json" \
+              --paths "seed-eager fp16" regional default "default fp8" "default vae" ;;
+    startup) stage startup 110 python3 -m bench.bench_worker startup --cache "$CACHE" --json "$OUT/startup.json" ;;
+    *) echo "unknown stage $name" ;;
+  esac
+done
