@@ -10,7 +10,7 @@
 #   startup    bench_worker.py startup: a fresh process with the compile cache as the calls left it
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/outpaint-compile-cache
+export OUTPAINT_TEST_GPU=1 PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/outpaint-compile-cache
 OUT=${OUT:-/tmp/out}
 CACHE=$TORCHINDUCTOR_CACHE_DIR
 mkdir -p "$OUT"
