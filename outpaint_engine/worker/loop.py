@@ -37,7 +37,7 @@ from dataclasses import replace
 import numpy as np
 
 from outpaint_engine.api import Checkpoint, Engine, StepProgress, StepResult, auto_prompter
-from outpaint_engine.imageio import ImageInputError, decode_png, encode_png, preview_jpeg
+from outpaint_engine.imageio import ImageInputError, decode_png, encode_checkpoint_png, preview_jpeg
 from outpaint_engine.job import AutoPrompt, JobCancelledError, JobSpec, Progress
 from outpaint_engine.observability.logs import job_event
 from outpaint_engine.observability.stages import EXPANSION_SECONDS, listening_to_load_stages
@@ -55,8 +55,6 @@ CHECKPOINT_GONE = "The stored steps of this job have expired; please start a new
 NOTHING_TO_DO = "There is nothing to extend: ask for at least one expansion."
 WITHHELD = "the auto prompt was withheld"
 """Why a job has no auto prompt when the operator's word list refused what the captioner wrote."""
-CHECKPOINT_PNG_LEVEL = 1
-"""Checkpoints are written after every step: zlib level 1 is several times faster than 6."""
 PREVIEW_EVERY_S = 1.0
 """At most one preview image per this many seconds goes into the event journal."""
 
@@ -370,9 +368,9 @@ def _stored_pngs(review: JobReview, result: StepResult) -> list[bytes]:
     marked when flagged."""
     if len(result.candidates) == 1:
         review.check(result.canvas, result.step)
-        return [review.stamp(encode_png(result.canvas, compress_level=CHECKPOINT_PNG_LEVEL))]
+        return [review.stamp(encode_checkpoint_png(result.canvas))]
     pngs = []
     for canvas, flagged in review.check_candidates(result.candidates, result.step):
-        png = encode_png(canvas, compress_level=CHECKPOINT_PNG_LEVEL)
+        png = encode_checkpoint_png(canvas)
         pngs.append(mark_flagged(png) if flagged else png)
     return pngs

@@ -16,6 +16,7 @@ from outpaint_engine.imageio import (
     MiB,
     decode_image,
     decode_png,
+    encode_checkpoint_png,
     encode_for_upload,
     encode_png,
     format_size,
@@ -226,11 +227,14 @@ def test_png_round_trip():
     image = noise(40, 70)
     np.testing.assert_array_equal(decode_png(encode_png(image)), image)
     np.testing.assert_array_equal(decode_png(encode_png(image, compress_level=1)), image)
+    np.testing.assert_array_equal(decode_png(encode_checkpoint_png(image)), image)
 
 
 def test_encoders_refuse_wrong_arrays():
     with pytest.raises(ValueError):
         encode_png(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError):
+        encode_checkpoint_png(np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError):
         preview_jpeg(np.zeros((8, 8, 3), np.float32))
 
