@@ -301,20 +301,24 @@ class Worker:
         shown = 0  # candidates stored for the last step, when this delivery ran it
         if last_step < total - 1:
             spec, options = self._with_prompt(claim, engine, source)
-            report = self._reporter(claim, total, review)
+            writer = StepWriter(lambda result: self._store_step(claim, review, result))
+            report = self._reporter(claim, total, review, writer)
             began = time.monotonic()
             runs = engine.run(source, spec, resume=resume, progress=report, cancel=claim.cancel, **options)
-            for result in runs:
-                EXPANSION_SECONDS.labels("expansion").observe(time.monotonic() - began)  # the engine's time
-                height, width = result.canvas.shape[:2]
-                pngs = _stored_pngs(review, result)
-                for number, png in enumerate(pngs[1:], start=1):  # before the checkpoint: see store_candidate
-                    side.store_candidate(claim, result.step, number, png)
-                side.checkpoint(claim, result.step, pngs[0], width, height, candidates=len(pngs))
-                now = time.monotonic()
-                side.record_step_time(now - began)
-                began = now
-                last_step, canvas, shown = result.step, result.canvas, len(pngs)
+            try:
+                for result in runs:
+                    EXPANSION_SECONDS.labels("expansion").observe(
+                        time.monotonic() - began
+                    )  # the engine's time
+                    writer.store(result)  # while the engine goes on with the next expansion
+                    now = time.monotonic()
+                    side.record_step_time(now - began)
+                    began = now
+                    last_step, canvas = result.step, result.canvas
+                shown = writer.wait()
+            except BaseException:
+                writer.wait_quietly()  # an error of the engine's (or a cancel) goes first
+                raise
         if canvas is None or last_step != total - 1:
             raise RuntimeError(f"the engine stopped after step {last_step} of {total}")
         if not shown:  # checkpointed by an earlier delivery
@@ -325,6 +329,16 @@ class Worker:
             )
         side.done(claim, last_step, canvas.shape[1], canvas.shape[0], candidates=shown)
         return None
+
+    def _store_step(self, claim: Claim, review: JobReview, result: StepResult) -> int:
+        """Store a finished expansion (after the content check): its candidates, then its
+        checkpoint (which publishes it); returns how many images were stored."""
+        height, width = result.canvas.shape[:2]
+        pngs = _stored_pngs(review, result)
+        for number, png in enumerate(pngs[1:], start=1):  # before the checkpoint: see store_candidate
+            self.side.store_candidate(claim, result.step, number, png)
+        self.side.checkpoint(claim, result.step, pngs[0], width, height, candidates=len(pngs))
+        return len(pngs)
 
     def _with_prompt(self, claim: Claim, engine: Engine, source: np.ndarray) -> tuple[JobSpec, dict]:
         """The spec to run (with the auto prompt filled in) and ``run``'s extra arguments. A job
@@ -343,11 +357,14 @@ class Worker:
         spec = replace(job.spec, prompt=job.prompt_in_use)
         return spec, ({"auto_prompt": False} if caption is not None else {})
 
-    def _reporter(self, claim: Claim, total: int, review: JobReview) -> Callable[[StepProgress], None]:
+    def _reporter(
+        self, claim: Claim, total: int, review: JobReview, writer: StepWriter
+    ) -> Callable[[StepProgress], None]:
         last_preview = 0.0
 
         def report(p: StepProgress) -> None:
             nonlocal last_preview
+            writer.wait()  # the last expansion is stored (and published, and checked) before news of the next
             preview = None
             due = time.monotonic() - last_preview >= PREVIEW_EVERY_S
             if p.preview is not None and due and not review.flagged:  # a flagged job shows none
@@ -360,6 +377,52 @@ class Worker:
             self.side.progress(claim, event)
 
         return report
+
+
+class StepWriter:
+    """Stores a job's finished expansions on a thread of its own, one at a time and in order, so
+    that the engine prepares and starts the next expansion while the last one is encoded, checked
+    and written (a 2-MP PNG and a journal write take a good part of a second of CPU).
+
+    :meth:`store` and :meth:`wait` first wait for the store in flight and raise its error, so an
+    error surfaces in the job's own thread, at the next expansion, its next progress report or
+    the end; :meth:`wait_quietly` is for when the job already fails for another reason.
+    """
+
+    def __init__(self, store: Callable[[StepResult], int]) -> None:
+        self._store = store
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stored = 0
+
+    def store(self, result: StepResult) -> None:
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._write, args=(result,), name=f"{threading.current_thread().name}-store", daemon=True
+        )
+        self._thread.start()
+
+    def wait(self) -> int:
+        """Wait for the store in flight; raise its error; how many images the last store wrote."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._stored
+
+    def wait_quietly(self) -> None:
+        try:
+            self.wait()
+        except BaseException as error:  # the job's own error is the one reported
+            log.info("a store that ended with the job failed too: %s", error)
+
+    def _write(self, result: StepResult) -> None:
+        try:
+            self._stored = self._store(result)
+        except BaseException as error:  # handed to the job's thread by wait()
+            self._error = error
 
 
 def _stored_pngs(review: JobReview, result: StepResult) -> list[bytes]:

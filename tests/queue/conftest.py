@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # engine_double, queue_helpers: 
 
 from engine_double import FastEngineDouble, RecordingEngine
 from processes import Processes
-from queue_helpers import REDIS_SERVER, Harness, RedisServer, queue_settings
+from queue_helpers import REDIS_SERVER, GatedCheck, Harness, RedisServer, queue_settings
 from real_engine import THREADS, HookedEngine
 
 from outpaint_engine.captioner import Caption
@@ -129,5 +129,14 @@ async def captioning_harness(request: pytest.FixtureRequest, tmp_path: Path) -> 
     words = SafetyCheck(SafetySettings(_env_file=None, blocked_words=[WITHHELD_WORD]))
     engine = FastEngineDouble(caption=Caption(AUTO_PROMPT))
     h = await open_harness(request, tmp_path, engine, safety=words)
+    yield h
+    await h.close()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+async def storing_harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A backend whose worker runs the :class:`engine_double.FastEngineDouble` and checks each
+    finished step with a :class:`GatedCheck` (``harness.safety``)."""
+    h = await open_harness(request, tmp_path, FastEngineDouble(), safety=GatedCheck())
     yield h
     await h.close()

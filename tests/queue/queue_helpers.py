@@ -28,7 +28,7 @@ from outpaint_engine.job import Direction, Event, Job, JobSpec
 from outpaint_engine.queue.base import JobQueue, QueueUnavailable
 from outpaint_engine.queue.embedded import EmbeddedQueue
 from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
-from outpaint_engine.safety import SafetyCheck
+from outpaint_engine.safety import SafetyCheck, SafetySettings
 from outpaint_engine.settings import QueueSettings
 from outpaint_engine.worker import Worker
 
@@ -251,3 +251,20 @@ class Harness:
             await asyncio.to_thread(self._side.retire, WAIT_S)  # its state is removed from Redis
             self._side.r.close()
         await self.queue.close()
+
+
+class GatedCheck(SafetyCheck):
+    """A content check (allow-all) whose check of a step's canvas waits for ``release`` (set by the
+    test) and records whether it came in time: it shows what the engine does meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(SafetySettings(_env_file=None, safety_model="a stub classifier"))
+        self.release = threading.Event()
+        self.released_in_time: list[bool] = []
+
+    def load(self, device: str) -> None:  # nothing to load: the stub never flags
+        pass
+
+    def flags(self, canvas: np.ndarray) -> float | None:
+        self.released_in_time.append(self.release.wait(WAIT_S))
+        return None

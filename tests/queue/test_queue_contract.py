@@ -21,6 +21,7 @@ from queue_helpers import (
     SOURCE,
     SOURCE_PNG,
     WAIT_S,
+    GatedCheck,
     Harness,
     answer,
     collect,
@@ -666,3 +667,26 @@ async def test_an_engine_that_runs_several_jobs_at_once_gets_them_at_once(double
     for job in jobs:
         assert kinds(await collect(harness.queue, job.id))[-1] == "done"
     assert not both_running.broken
+
+
+async def test_the_engine_goes_on_while_the_last_expansion_is_stored(storing_harness: Harness) -> None:
+    """A finished expansion is checked, encoded and written on a thread of its own while the engine
+    begins the next one; its Expanded event still comes before any news of the next."""
+    harness = storing_harness
+    check = harness.safety
+    assert isinstance(check, GatedCheck)
+
+    def hook(spec, step, denoise, cancel) -> None:
+        if step >= 1:  # the engine began the next expansion while the last one was being checked
+            check.release.set()
+
+    harness.engine.hook = hook
+    job = make_job(80)  # three steps (the source is squared up first)
+    await harness.queue.submit(job, SOURCE_PNG)
+    events = await collect(harness.queue, job.id)
+    assert len(check.released_in_time) >= 2 and all(check.released_in_time)  # serial: it waits in vain
+    assert kinds(events) == ["queued", "started", "expanded", "expanded", "expanded", "done"]
+    expanded = {e.step: seq for seq, e in events if isinstance(e, Expanded)}
+    progress = [(e.step, seq) for seq, e in events if isinstance(e, Progress)]
+    assert {step for step, _ in progress} == {0, 1, 2}  # no report was dropped meanwhile
+    assert all(seq > expanded[step - 1] for step, seq in progress if step > 0)
