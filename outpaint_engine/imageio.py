@@ -17,7 +17,6 @@ import math
 import warnings
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
@@ -240,6 +239,8 @@ def encode_checkpoint_png(image: np.ndarray) -> bytes:
     made for speed: zlib level 1 with run-length matching, through OpenCV. On a 2-MP canvas it
     takes about 0.1 s of a CPU core against 0.23–0.30 s for Pillow's level 1, and is no larger;
     :func:`decode_png` gives the same pixels back."""
+    import cv2  # the workers' dependency, not the bot's (it never imports OpenCV)
+
     _to_pil(image)  # the same check of the array as every encoder's (no copy)
     options = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), options)
