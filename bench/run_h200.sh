@@ -39,7 +39,7 @@ for name in "$@"; do
     engine) TORCH_LOGS=recompiles stage engine 360 python3 -m bench.bench_engine --repeats 2 --warmup-limit 100 \
               --idle default --candidates 4 --candidate-paths default --json "$OUT/engine.json" \
               --paths "seed-eager fp16" regional default "default fp8" "default vae" ;;
-    embedded) SIGNAL=ABRT OUTPAINT_BATCH_JOBS=${EMBEDDED_JOBS:-4} stage embedded 100 python3 -X faulthandler -m bench.bench_worker \
+    embedded) SIGNAL=ABRT OUTPAINT_BATCH_JOBS=${EMBEDDED_JOBS:-4} stage embedded 180 python3 -X faulthandler -m bench.bench_worker \
                 embedded --expansions 3 --repeats 2 --cache "$CACHE" --json "$OUT/embedded.json" ;;
     startup) stage startup 110 python3 -m bench.bench_worker startup --cache "$CACHE" --json "$OUT/startup.json" ;;
     *) echo "unknown stage $name" ;;

@@ -528,11 +528,17 @@ class RedisWorkerSide(WorkerSide):
                 log.warning("job %s: heartbeat failed (%s)", claim.job.id, error)
                 continue
             if reply == 0:
-                log.warning("job %s: taken over by another worker; stopping it here", claim.job.id)
-                claim.cancel.cancel()
+                if not stop.is_set():  # not a beat that crossed this worker's own end of the claim
+                    log.warning("job %s: taken over by another worker; stopping it here", claim.job.id)
+                    claim.cancel.cancel()
                 return
             if reply == 2:
                 claim.cancel.cancel()
+
+    def _ending(self, claim: Claim) -> None:
+        """This worker ends its claim now: a heartbeat that crosses the end is not a takeover."""
+        if (beat := self._beats.get(claim.token)) is not None:
+            beat[1].set()
 
     def end(self, claim: Claim) -> None:
         beat, stop = self._beats.pop(claim.token)
@@ -605,6 +611,7 @@ class RedisWorkerSide(WorkerSide):
             INTERMEDIATE_TTL_S,
             self.settings.result_ttl_s,
         )
+        self._ending(claim)
         self._write(claim, "finishing a job", "finish", *args)
 
     def done(self, claim: Claim, step: int, width: int, height: int, *, candidates: int = 1) -> None:
@@ -615,11 +622,13 @@ class RedisWorkerSide(WorkerSide):
 
     def failed(self, claim: Claim, reason: str, *, retry: bool, detail: str = "") -> None:
         if retry:
+            self._ending(claim)
             self._write(claim, "requeueing a job", "requeue", _flag(False), _flag(False))
         else:
             self._finish(claim, JobState.FAILED, Failed(claim.job.id, reason), reason, detail)
 
     def release(self, claim: Claim) -> None:
+        self._ending(claim)
         self._write(claim, "handing a job back", "requeue", _flag(True), _flag(not claim.progressed))
 
     def record_step_time(self, seconds: float) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from real_engine import HookedEngine
 
 from outpaint_engine.job import Failed, JobState
 from outpaint_engine.queue.base import QueueError
-from outpaint_engine.queue.redis import RedisQueue
+from outpaint_engine.queue.redis import RedisQueue, RedisWorkerSide
 from outpaint_engine.runner import Outpainter
 from outpaint_engine.worker import FAILED_POLITELY
 
@@ -246,6 +247,40 @@ async def test_a_healthy_follow_logs_no_warning(
         await harness.close()
     assert follower.outages == []
     assert [e.kind for _, e in events if e.terminal] == ["done"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_heartbeat_that_crosses_the_worker_s_own_finish_is_not_a_takeover(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker finishes a job while its heartbeat is on the wire: the beat finds the claim
+    ended, which must not read as another worker having taken the job over."""
+    caplog.set_level(logging.WARNING)
+    settings = queue_settings(redis_server.url, tmp_path, heartbeat_s=0.02)
+    async with RedisQueue(settings) as queue:
+        await queue.submit(make_job(90), SOURCE_PNG)
+        side = RedisWorkerSide(settings, name="test-worker")
+        claim = await asyncio.to_thread(side.claim, 1.0)
+        assert claim is not None
+        on_the_wire, finished, answered = threading.Event(), threading.Event(), threading.Event()
+        beat = side._scripts["heartbeat"]
+
+        def crossing(**kwargs: object) -> object:
+            on_the_wire.set()
+            finished.wait(WAIT_S)  # the beat reaches Redis after the job was finished
+            try:
+                return beat(**kwargs)
+            finally:
+                answered.set()
+
+        side._scripts["heartbeat"] = crossing
+        assert await asyncio.to_thread(on_the_wire.wait, WAIT_S)
+        await asyncio.to_thread(side.done, claim, 0, 96, 64)
+        finished.set()
+        assert await asyncio.to_thread(answered.wait, WAIT_S)
+        await asyncio.to_thread(side.end, claim)
+        side.r.close()
+    assert not claim.cancel.cancelled
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
