@@ -511,7 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             if device.type == "cuda":
                 results[name]["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if name in (args.idle if args.idle is not None else args.paths[-1:]):
-                results[name]["gpu"] = gpu_idle_per_expansion(engine, source, replace(spec, times=1))
+                results[name]["gpu"] = gpu_idle_per_expansion(
+                    engine, source, spec
+                )  # the whole job: its start spread over its expansions
             unet_s = results[name]["stages_s"].get("unet loop")
             if unet_s and results["matmul_tflops"]:
                 rate = results["unet_flops_per_call"] * spec.steps / unet_s / 1e12
