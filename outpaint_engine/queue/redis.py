@@ -538,7 +538,8 @@ class RedisWorkerSide(WorkerSide):
     def _ending(self, claim: Claim) -> None:
         """This worker ends its claim now: a heartbeat that crosses the end is not a takeover."""
         if (beat := self._beats.get(claim.token)) is not None:
-            beat[1].set()
+            _, stop = beat
+            stop.set()
 
     def end(self, claim: Claim) -> None:
         beat, stop = self._beats.pop(claim.token)

@@ -307,9 +307,8 @@ class Worker:
             runs = engine.run(source, spec, resume=resume, progress=report, cancel=claim.cancel, **options)
             try:
                 for result in runs:
-                    EXPANSION_SECONDS.labels("expansion").observe(
-                        time.monotonic() - began
-                    )  # the engine's time
+                    engine_s = time.monotonic() - began  # the engine's time for this expansion
+                    EXPANSION_SECONDS.labels("expansion").observe(engine_s)
                     writer.store(result)  # while the engine goes on with the next expansion
                     now = time.monotonic()
                     side.record_step_time(now - began)
