@@ -280,6 +280,9 @@ async def test_a_heartbeat_that_crosses_the_worker_s_own_finish_is_not_a_takeove
         assert await asyncio.to_thread(answered.wait, WAIT_S)
         await asyncio.to_thread(side.end, claim)
         side.r.close()
+        final = await queue.get(claim.job.id)
+        assert final is not None and final.state is JobState.DONE  # finished once, not requeued
+        assert [e.kind for _, e in await collect(queue, claim.job.id) if e.terminal] == ["done"]
     assert not claim.cancel.cancelled
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
