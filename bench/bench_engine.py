@@ -265,27 +265,35 @@ def gpu_idle_per_expansion(engine: Outpainter, source: np.ndarray, spec: JobSpec
             pass
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
-    intervals = sorted(
-        (e.time_range.start, e.time_range.end)
+    kernels = sorted(
+        (e.time_range.start, e.time_range.end, e.name)
         for e in prof.events()
         if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start
     )
-    if not intervals:
+    if not kernels:
         return {"wall_s": wall / spec.times, "kernels_seen": 0}
-    busy, cur_start, cur_end = 0.0, *intervals[0]
-    for s, e in intervals[1:]:
+    busy, gaps = 0.0, []  # gaps: (µs, the kernel before, the kernel after)
+    cur_start, cur_end, before = kernels[0]
+    for s, e, name in kernels[1:]:
         if s > cur_end:
             busy += cur_end - cur_start
+            gaps.append((s - cur_end, before, name))
             cur_start, cur_end = s, e
-        else:
-            cur_end = max(cur_end, e)
+        elif e > cur_end:
+            cur_end = e
+        if e >= cur_end:
+            before = name
     busy += cur_end - cur_start
-    span = (intervals[-1][1] - intervals[0][0]) / 1e6
+    span = (kernels[-1][1] - kernels[0][0]) / 1e6
+    large = sorted(gaps, reverse=True)[:12]
     return {
         "wall_s": wall / spec.times,
         "busy_s": busy / 1e6 / spec.times,
         "idle_in_span_s": (span - busy / 1e6) / spec.times,
-        "kernels_seen": len(intervals),
+        "kernels_seen": len(kernels),
+        "gaps_over_1ms": sum(1 for g in gaps if g[0] > 1000),
+        "idle_in_gaps_over_1ms_s": sum(g[0] for g in gaps if g[0] > 1000) / 1e6 / spec.times,
+        "largest_gaps": [[round(g / 1000, 2), b[:60], a[:60]] for g, b, a in large],
     }
 
 

@@ -9,6 +9,7 @@
 #   embedded   bench_worker.py embedded alone (EMBEDDED_JOBS jobs at once, default 4)
 #   engine     bench_engine.py: the seed baseline, the defaults, each lever, 4 candidates, GPU idle
 #   startup    bench_worker.py startup: a fresh process with the compile cache as the calls left it
+#   unet       bench_unet.py: UNet levers (channels-last, fused QKV, cuDNN attention, FP8), UNET_VARIANTS picks
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export OUTPAINT_TEST_GPU=1 PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/outpaint-compile-cache
@@ -41,6 +42,8 @@ for name in "$@"; do
               --paths "seed-eager fp16" regional default "default fp8" "default vae" ;;
     embedded) SIGNAL=ABRT OUTPAINT_BATCH_JOBS=${EMBEDDED_JOBS:-4} stage embedded 180 python3 -X faulthandler -m bench.bench_worker \
                 embedded --expansions 3 --repeats 2 --cache "$CACHE" --json "$OUT/embedded.json" ;;
+    unet) stage unet ${UNET_LIMIT:-520} python3 -m bench.bench_unet --repeats 5 --warmup-limit 80 --json "$OUT/unet.json" \
+            --variants ${UNET_VARIANTS:-regional regional+cl regional+qkv regional+cudnn regional+fp8row regional+fp8tensor regional+fp8ff regional+cl+qkv+cudnn regional+cl+qkv+cudnn+fp8row regional+cl+qkv+cudnn+fp8tensor} ;;
     startup) stage startup 110 python3 -m bench.bench_worker startup --cache "$CACHE" --json "$OUT/startup.json" ;;
     *) echo "unknown stage $name" ;;
   esac

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -362,53 +363,62 @@ class Worker:
         last_preview = 0.0
 
         def report(p: StepProgress) -> None:
-            nonlocal last_preview
-            writer.wait()  # the last expansion is stored (and published, and checked) before news of the next
-            preview = None
-            due = time.monotonic() - last_preview >= PREVIEW_EVERY_S
-            if p.preview is not None and due and not review.flagged:  # a flagged job shows none
-                preview = preview_jpeg(p.preview)
-                last_preview = time.monotonic()
             step_s = self.side.step_time()
             left = total - p.step - p.denoise / max(1, p.denoise_total)
             eta = None if step_s is None else max(0.0, left) * step_s
-            event = Progress(claim.job.id, p.step, total, p.denoise, p.denoise_total, eta, preview)
-            self.side.progress(claim, event)
+
+            def publish() -> None:
+                nonlocal last_preview
+                preview = None
+                due = time.monotonic() - last_preview >= PREVIEW_EVERY_S
+                if p.preview is not None and due and not review.flagged:  # a flagged job shows none
+                    preview = preview_jpeg(p.preview)
+                    last_preview = time.monotonic()
+                event = Progress(claim.job.id, p.step, total, p.denoise, p.denoise_total, eta, preview)
+                self.side.progress(claim, event)
+
+            # After the last expansion is stored (published and checked, so a flag it raised hides
+            # this preview), without holding up the engine meanwhile.
+            writer.then(publish)
 
         return report
 
 
 class StepWriter:
-    """Stores a job's finished expansions on a thread of its own, one at a time and in order, so
-    that the engine prepares and starts the next expansion while the last one is encoded, checked
-    and written (a 2-MP PNG and a journal write take a good part of a second of CPU).
+    """A job's side effects, in order, without holding up its engine: each finished expansion is
+    stored (checked, encoded and written: a good part of a second of CPU for a 2-MP PNG) on a
+    thread of its own while the engine prepares and runs the next one, and the progress news
+    that comes meanwhile is published by that thread after it.
 
-    :meth:`store` and :meth:`wait` first wait for the store in flight and raise its error, so an
-    error surfaces in the job's own thread, at the next expansion, its next progress report or
-    the end; :meth:`wait_quietly` is for when the job already fails for another reason.
+    :meth:`store`, :meth:`then` and :meth:`wait` raise the error of a failed store, so it surfaces in
+    the job's own thread at its next expansion, progress report or end (the tasks queued behind
+    it are dropped); :meth:`wait_quietly` is for when the job already fails for another reason.
     """
 
     def __init__(self, store: Callable[[StepResult], int]) -> None:
         self._store = store
-        self._thread: threading.Thread | None = None
+        self._tasks: deque[Callable[[], None]] = deque()  # the first one is running
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._stored = 0
 
     def store(self, result: StepResult) -> None:
-        self.wait()
-        self._thread = threading.Thread(
-            target=self._write, args=(result,), name=f"{threading.current_thread().name}-store", daemon=True
-        )
-        self._thread.start()
+        """Store ``result`` on the writer's thread, after everything queued before it."""
+
+        def write() -> None:
+            self._stored = self._store(result)
+
+        self._queue(write, here_when_idle=False)
+
+    def then(self, task: Callable[[], None]) -> None:
+        """Run ``task`` after everything queued before it: now, in this thread, when nothing is."""
+        self._queue(task, here_when_idle=True)
 
     def wait(self) -> int:
-        """Wait for the store in flight; raise its error; how many images the last store wrote."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        """Wait for everything queued; raise a store's error; how many images the last store wrote."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._tasks)
+            self._raise_error()
         return self._stored
 
     def wait_quietly(self) -> None:
@@ -417,11 +427,45 @@ class StepWriter:
         except BaseException as error:  # the job's own error is the one reported
             log.info("a store that ended with the job failed too: %s", error)
 
-    def _write(self, result: StepResult) -> None:
-        try:
-            self._stored = self._store(result)
-        except BaseException as error:  # handed to the job's thread by wait()
-            self._error = error
+    def _queue(self, task: Callable[[], None], *, here_when_idle: bool) -> None:
+        with self._changed:
+            self._raise_error()
+            if here_when_idle and not self._tasks:
+                run_here = True
+            else:
+                run_here = False
+                self._tasks.append(task)
+                if len(self._tasks) == 1:
+                    name = f"{threading.current_thread().name}-store"
+                    threading.Thread(target=self._drain, name=name, daemon=True).start()
+        if run_here:
+            task()
+
+    def _drain(self) -> None:
+        """Run the queued tasks until none is left (it ends as it empties the queue, so the next
+        task queued starts a new thread)."""
+        with self._changed:
+            task = self._tasks[0]
+        while True:
+            try:
+                task()
+            except BaseException as error:  # handed to the job's thread by its next call
+                with self._changed:
+                    self._error = error
+                    self._tasks.clear()
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._tasks.popleft()
+                self._changed.notify_all()
+                if not self._tasks:
+                    return
+                task = self._tasks[0]
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _stored_pngs(review: JobReview, result: StepResult) -> list[bytes]:

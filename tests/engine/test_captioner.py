@@ -249,9 +249,12 @@ def test_a_local_model_that_cannot_load_is_a_reason_once_per_job(
         first = engine.caption(_photo(), "right")
         second = engine.caption(_photo(), "right")
     assert first == second == Caption("", "the captioner model could not be loaded")
-    assert len(caplog.records) == 2
-    assert "not in the local Hugging Face cache" in caplog.records[0].getMessage()
-    assert caplog.records[0].exc_info is None
+    # Warnings only: the INFO line of load_captioner is captured too when an earlier test (the
+    # queue's, run first) left the package's loggers at INFO.
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2
+    assert "not in the local Hugging Face cache" in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
 
 
 def test_captioner_settings(tiny_engine_settings: dict[str, Any], tmp_path: Path) -> None:

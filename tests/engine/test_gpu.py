@@ -156,3 +156,16 @@ def test_fp8_converts_large_block_linears_and_stays_close() -> None:
     # torchao leaves the compiler's settings alone (its "recommended" ones autotune every kernel
     # of every later compile, FP8 or not, for minutes)
     assert inductor.coordinate_descent_tuning == tuning
+
+
+def test_crop_preprocessing_on_cuda_is_bit_exact(tiny_engine_settings: dict[str, Any]) -> None:
+    engine = _load(tiny_engine_settings, dtype="fp32")
+    processor = engine.models.pipe.feature_extractor
+    twin = engine.models._crop_pixels
+    assert twin is not None  # the engine preprocesses its crops on the GPU
+    rng = np.random.default_rng(5)
+    for side in (21, 224, 341):
+        crops = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(6)]
+        crops[0][::2] = 255
+        want = processor(images=crops, return_tensors="pt").pixel_values
+        assert torch.equal(twin(crops, torch.device("cuda")).cpu(), want)

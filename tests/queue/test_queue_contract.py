@@ -671,13 +671,14 @@ async def test_an_engine_that_runs_several_jobs_at_once_gets_them_at_once(double
 
 async def test_the_engine_goes_on_while_the_last_expansion_is_stored(storing_harness: Harness) -> None:
     """A finished expansion is checked, encoded and written on a thread of its own while the engine
-    begins the next one; its Expanded event still comes before any news of the next."""
+    runs the next one to its last denoising step; its Expanded event still comes before any news
+    of the next."""
     harness = storing_harness
     check = harness.safety
     assert isinstance(check, GatedCheck)
 
     def hook(spec, step, denoise, cancel) -> None:
-        if step >= 1:  # the engine began the next expansion while the last one was being checked
+        if step >= 1 and denoise == spec.steps:  # past the next expansion's progress reports
             check.release.set()
 
     harness.engine.hook = hook
