@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -33,7 +34,13 @@ class StepProgress:
     total_steps: int
     denoise: int  # denoising steps done in this expansion (over all its windows), 1-based
     denoise_total: int
-    preview: np.ndarray | None = None  # small RGB uint8 approximation of the current window
+    render_preview: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def preview(self) -> np.ndarray | None:
+        """A small RGB uint8 approximation of the current window, made when first read: on a GPU it
+        waits for the step to finish, so a consumer that shows one a second pays for one."""
+        return None if self.render_preview is None else self.render_preview()
 
 
 @dataclass(frozen=True)

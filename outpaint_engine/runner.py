@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -237,7 +238,7 @@ class Outpainter:
             def report(s: DenoiseStep, offset: int = offset) -> None:
                 if progress:
                     show = (s.index + 1) % PREVIEW_EVERY == 0 or s.index + 1 == s.total
-                    preview = latent_preview(s.denoised) if show else None
+                    preview = partial(latent_preview, s.denoised) if show else None
                     progress(StepProgress(step.index, plan.total_steps, offset + s.index + 1, total, preview))
                 if cancel:
                     cancel.raise_if_cancelled()

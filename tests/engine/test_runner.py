@@ -10,6 +10,7 @@ import torch
 
 from outpaint_engine import canvas, runner
 from outpaint_engine.api import Checkpoint, StepProgress, StepResult, candidate_seed
+from outpaint_engine.differential import latent_preview
 from outpaint_engine.job import CancelToken, Direction, JobCancelledError, JobSpec
 from outpaint_engine.plan import PlanError, plan_job, scaled
 from outpaint_engine.runner import Outpainter
@@ -133,6 +134,19 @@ def test_progress_reports_every_denoising_step_with_previews(tiny_engine: Outpai
     assert all(p.total_steps == 2 and p.denoise_total == TINY_STEPS for p in seen)
     last = [p for p in seen if p.denoise == TINY_STEPS]
     assert all(p.preview is not None and p.preview.shape == (8, 8, 3) for p in last)
+
+
+def test_a_preview_is_made_only_when_read(tiny_engine: Outpainter, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Making one waits for the GPU: a worker that shows one preview a second must not pay for five.
+    made: list[int] = []
+    monkeypatch.setattr(runner, "latent_preview", lambda latents: made.append(1) or latent_preview(latents))
+    seen: list[StepProgress] = []
+    _run(tiny_engine, _photo(64, 64), SPEC, progress=seen.append)
+    assert made == []
+    offered = [p for p in seen if p.render_preview is not None]
+    assert len(offered) == 2  # the last denoising step of each expansion
+    first = offered[0].preview
+    assert made == [1] and offered[0].preview is first  # made once, then kept
 
 
 def test_a_wide_canvas_continued_upwards_uses_several_windows(tiny_engine: Outpainter) -> None:

@@ -20,6 +20,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,11 @@ class RecordingEngine:
                 os.close(fd)
 
 
+def _corner(canvas: np.ndarray) -> np.ndarray:
+    """The double's preview: the canvas's top-left corner."""
+    return canvas[:8, :8]
+
+
 def _prepare(source: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize to ``size`` (width, height)."""
     h, w = source.shape[:2]
@@ -154,7 +160,11 @@ class FastEngineDouble(RecordingEngine):
                 if self.hook is not None:
                     self.hook(spec, step.index, denoise, cancel)
                 if progress is not None:
-                    progress(StepProgress(step.index, plan.total_steps, denoise, spec.steps, canvas[:8, :8]))
+                    progress(
+                        StepProgress(
+                            step.index, plan.total_steps, denoise, spec.steps, partial(_corner, canvas)
+                        )
+                    )
                 if cancel is not None:
                     cancel.raise_if_cancelled()
             candidates = tuple(
