@@ -13,7 +13,10 @@ A variant is ``regional`` plus ``+``-joined levers:
 - ``qkv``: the self-attention's query, key and value projections fused into one GEMM;
 - ``cudnn``: the self-attention through cuDNN's fused attention instead of SDPA's default (flash);
 - ``fp8row`` / ``fp8tensor``: torchao float8 (per-row / per-tensor scales) for the transformer
-  blocks' large linear layers (``fp8ff``: only the feed-forward layers, per-row).
+  blocks' large linear layers (``fp8ff``: only the feed-forward layers, per-row);
+- ``kv``: what static cross-attention keys and values would save: the cross-attention key/value
+  projections (text and IP-Adapter) and the IP-Adapter's resampler replaced by their outputs for
+  the benchmark's fixed inputs (a measure of the prize, not a usable UNet).
 
 ``python3 -m bench.bench_unet --variants regional regional+cl regional+qkv --json out.json``
 (``--tiny --device cpu`` checks the script on the tiny test models, eagerly).
@@ -39,7 +42,7 @@ from bench.bench_engine import build_models, matmul_tflops, time_limit
 from outpaint_engine import fast_unet
 from outpaint_engine.runner import Outpainter
 
-LEVERS = ("cl", "qkv", "cudnn", "fp8row", "fp8tensor", "fp8ff")
+LEVERS = ("cl", "qkv", "cudnn", "fp8row", "fp8tensor", "fp8ff", "kv")
 
 
 class SelfAttention:
@@ -72,6 +75,48 @@ def self_attentions(unet: torch.nn.Module) -> list[Attention]:
     return [m for name, m in unet.named_modules() if name.endswith(".attn1") and isinstance(m, Attention)]
 
 
+class Constant(torch.nn.Module):
+    """Returns the output it was given, whatever the input (``kv``)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.value
+
+
+def freeze_context(unet: torch.nn.Module, inputs: dict[str, Any]) -> int:
+    """Replace what reads only the text and image context by its output for ``inputs``."""
+    names = [
+        name
+        for name, module in unet.named_modules()
+        if name == "encoder_hid_proj"
+        or (".attn2." in name and name.rsplit(".", 1)[-1] in ("to_k", "to_v"))
+        or ".attn2.processor.to_k_ip." in name
+        or ".attn2.processor.to_v_ip." in name
+    ]
+    names = [
+        n for n in names if isinstance(unet.get_submodule(n), torch.nn.Linear) or n == "encoder_hid_proj"
+    ]
+    outputs: dict[str, Any] = {}
+    hooks = [
+        unet.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: outputs.__setitem__(n, out))
+        for n in names
+    ]
+    run_loop(unet, inputs, 1)
+    for hook in hooks:
+        hook.remove()
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        holder = unet.get_submodule(parent) if parent else unet
+        if isinstance(holder, torch.nn.ModuleList):
+            holder[int(child)] = Constant(outputs[name])
+        else:
+            setattr(holder, child, Constant(outputs[name]))
+    return len(names)
+
+
 def quantize(unet: torch.nn.Module, granularity: str, only_ff: bool) -> int:
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
 
@@ -96,7 +141,9 @@ def quantize(unet: torch.nn.Module, granularity: str, only_ff: bool) -> int:
     return len(chosen)
 
 
-def prepare(base: torch.nn.Module, variant: str, device: torch.device) -> tuple[Any, torch.nn.Module]:
+def prepare(
+    base: torch.nn.Module, variant: str, device: torch.device, inputs: dict[str, Any]
+) -> tuple[Any, torch.nn.Module]:
     """A copy of ``base`` with the variant's levers; what to call (graphed on CUDA) and the copy."""
     levers = variant.split("+")[1:]
     unknown = set(levers) - set(LEVERS)
@@ -112,6 +159,8 @@ def prepare(base: torch.nn.Module, variant: str, device: torch.device) -> tuple[
             )
     if "cl" in levers:
         unet.to(memory_format=torch.channels_last)
+    if "kv" in levers:
+        print(f"{variant}: {freeze_context(unet, inputs)} context projections frozen", flush=True)
     if "fp8row" in levers or "fp8tensor" in levers or "fp8ff" in levers:
         count = quantize(unet, "tensor" if "fp8tensor" in levers else "row", only_ff="fp8ff" in levers)
         print(f"{variant}: {count} linear layers in float8", flush=True)
@@ -225,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 with time_limit(args.warmup_limit):
-                    call, _ = prepare(base, variant, device)
+                    call, _ = prepare(base, variant, device, inputs)
                     outputs[variant] = run_loop(call, inputs, 2).clone()
             except Exception as error:  # one lever that fails must not take the others down
                 print(f"{variant}: dropped: {type(error).__name__}: {str(error)[:300]}", flush=True)

@@ -43,7 +43,7 @@ for name in "$@"; do
     embedded) SIGNAL=ABRT OUTPAINT_BATCH_JOBS=${EMBEDDED_JOBS:-4} stage embedded 180 python3 -X faulthandler -m bench.bench_worker \
                 embedded --expansions 3 --repeats 2 --cache "$CACHE" --json "$OUT/embedded.json" ;;
     unet) stage unet ${UNET_LIMIT:-520} python3 -m bench.bench_unet --repeats 5 --warmup-limit 80 --json "$OUT/unet.json" \
-            --variants ${UNET_VARIANTS:-regional regional+cl regional+qkv regional+cudnn regional+fp8row regional+fp8tensor regional+fp8ff regional+cl+qkv+cudnn regional+cl+qkv+cudnn+fp8row regional+cl+qkv+cudnn+fp8tensor} ;;
+            --variants ${UNET_VARIANTS:-regional regional+cl regional+qkv regional+cudnn regional+kv regional+fp8row regional+fp8tensor regional+cl+qkv+cudnn+kv regional+cl+qkv+cudnn+kv+fp8row regional+cl+qkv+cudnn+kv+fp8tensor} ;;
     startup) stage startup 110 python3 -m bench.bench_worker startup --cache "$CACHE" --json "$OUT/startup.json" ;;
     *) echo "unknown stage $name" ;;
   esac
