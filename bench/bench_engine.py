@@ -129,7 +129,9 @@ def derive(base: Outpainter, **changes: Any) -> Outpainter:
     new_pipe = StableDiffusionXLImg2ImgPipeline(**components)
     new_pipe.set_progress_bar_config(disable=True)
     mode, unet_call = models._accelerate(new_pipe, settings, base.models.device)
-    derived = Models(new_pipe, base.models.ip_adapter, base.models.device, mode, unet_call)
+    derived = Models(
+        new_pipe, base.models.ip_adapter, base.models.device, mode, unet_call, context=base.models.context
+    )
     derived.set_ip_adapter_scale(settings.ip_scale)
     return Outpainter(derived, settings)
 
@@ -381,14 +383,24 @@ PATHS: dict[str, dict[str, Any]] = {  # name: engine settings on top of the eage
     "graphs": {"compile": "graphs", "fill": "telea"},
     "regional": {"compile": "regional", "fill": "telea"},
     "default": {"compile": "regional", "fill": "telea-fast"},  # what OUTPAINT_* defaults give on CUDA
+    "default stock": {"compile": "regional", "fill": "telea-fast", "static_context": False},
     "default fp8": {"compile": "regional", "fill": "telea-fast", "fp8": True},
     "default vae": {"compile": "regional", "fill": "telea-fast", "compile_vae": True},
     "default fp8 vae": {"compile": "regional", "fill": "telea-fast", "fp8": True, "compile_vae": True},
     "full graphs": {"compile": "reduce-overhead", "fill": "telea"},
 }
-LOSSY = ("graphs", "regional", "default", "default fp8", "default vae", "default fp8 vae", "full graphs")
+LOSSY = (
+    "graphs",
+    "regional",
+    "default",
+    "default stock",
+    "default fp8",
+    "default vae",
+    "default fp8 vae",
+    "full graphs",
+)
 """Paths compared with ``eager`` on the same noise (float rounding, the fill, FP8)."""
-LEVERS = ("default fp8", "default vae", "default fp8 vae")
+LEVERS = ("default stock", "default fp8", "default vae", "default fp8 vae")
 """Paths compared with ``default`` on the same noise: what each lever alone changes."""
 
 
@@ -401,18 +413,22 @@ def make_engines(
         common |= {"window": 64}
     engines: dict[str, Outpainter] = {}
     load_s: dict[str, float] = {}
-    eager: Outpainter | None = None
+    eagers: dict[bool, Outpainter] = {}  # by static_context
     by_models: dict[tuple, Outpainter] = {}
     for name in names:
         t0 = time.perf_counter()
-        if name == "seed-eager fp16":
-            engine = SeedOutpainter.load(**common, dtype="fp32" if tiny else "fp16")
+        if name == "seed-eager fp16":  # the seed's UNet projects the context at every step
+            engine = SeedOutpainter.load(**common, dtype="fp32" if tiny else "fp16", static_context=False)
         else:
-            if eager is None:
-                eager = Outpainter.load(**common, dtype="fp32" if tiny else "bf16")
             changes = dict(PATHS[name])
             fill = changes.pop("fill")
-            key = tuple(sorted(changes.items()))
+            static = changes.pop("static_context", True)
+            if static not in eagers:
+                eagers[static] = Outpainter.load(
+                    **common, dtype="fp32" if tiny else "bf16", static_context=static
+                )
+            eager = eagers[static]
+            key = (static, *sorted(changes.items()))
             if key not in by_models:
                 try:
                     by_models[key] = derive(eager, **changes) if changes else eager

@@ -14,9 +14,11 @@ A variant is ``regional`` plus ``+``-joined levers:
 - ``cudnn``: the self-attention through cuDNN's fused attention instead of SDPA's default (flash);
 - ``fp8row`` / ``fp8tensor``: torchao float8 (per-row / per-tensor scales) for the transformer
   blocks' large linear layers (``fp8ff``: only the feed-forward layers, per-row);
-- ``kv``: what static cross-attention keys and values would save: the cross-attention key/value
-  projections (text and IP-Adapter) and the IP-Adapter's resampler replaced by their outputs for
-  the benchmark's fixed inputs (a measure of the prize, not a usable UNet).
+- ``ctx``: static cross-attention keys and values (``OUTPAINT_STATIC_CONTEXT``,
+  ``window_context.py``): the context projections computed once, outside the timed calls.
+
+The UNet is loaded stock (``static_context=False``), so every lever but ``ctx`` is measured
+without static keys and values.
 
 ``python3 -m bench.bench_unet --variants regional regional+cl regional+qkv --json out.json``
 (``--tiny --device cpu`` checks the script on the tiny test models, eagerly).
@@ -39,10 +41,10 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from bench.bench_engine import build_models, matmul_tflops, time_limit
-from outpaint_engine import fast_unet
+from outpaint_engine import fast_unet, window_context
 from outpaint_engine.runner import Outpainter
 
-LEVERS = ("cl", "qkv", "cudnn", "fp8row", "fp8tensor", "fp8ff", "kv")
+LEVERS = ("cl", "qkv", "cudnn", "fp8row", "fp8tensor", "fp8ff", "ctx")
 
 
 class SelfAttention:
@@ -75,48 +77,6 @@ def self_attentions(unet: torch.nn.Module) -> list[Attention]:
     return [m for name, m in unet.named_modules() if name.endswith(".attn1") and isinstance(m, Attention)]
 
 
-class Constant(torch.nn.Module):
-    """Returns the output it was given, whatever the input (``kv``)."""
-
-    def __init__(self, value: Any) -> None:
-        super().__init__()
-        self.value = value
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.value
-
-
-def freeze_context(unet: torch.nn.Module, inputs: dict[str, Any]) -> int:
-    """Replace what reads only the text and image context by its output for ``inputs``."""
-    names = [
-        name
-        for name, module in unet.named_modules()
-        if name == "encoder_hid_proj"
-        or (".attn2." in name and name.rsplit(".", 1)[-1] in ("to_k", "to_v"))
-        or ".attn2.processor.to_k_ip." in name
-        or ".attn2.processor.to_v_ip." in name
-    ]
-    names = [
-        n for n in names if isinstance(unet.get_submodule(n), torch.nn.Linear) or n == "encoder_hid_proj"
-    ]
-    outputs: dict[str, Any] = {}
-    hooks = [
-        unet.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: outputs.__setitem__(n, out))
-        for n in names
-    ]
-    run_loop(unet, inputs, 1)
-    for hook in hooks:
-        hook.remove()
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        holder = unet.get_submodule(parent) if parent else unet
-        if isinstance(holder, torch.nn.ModuleList):
-            holder[int(child)] = Constant(outputs[name])
-        else:
-            setattr(holder, child, Constant(outputs[name]))
-    return len(names)
-
-
 def quantize(unet: torch.nn.Module, granularity: str, only_ff: bool) -> int:
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
 
@@ -143,13 +103,19 @@ def quantize(unet: torch.nn.Module, granularity: str, only_ff: bool) -> int:
 
 def prepare(
     base: torch.nn.Module, variant: str, device: torch.device, inputs: dict[str, Any]
-) -> tuple[Any, torch.nn.Module]:
-    """A copy of ``base`` with the variant's levers; what to call (graphed on CUDA) and the copy."""
+) -> tuple[Any, dict[str, Any]]:
+    """A copy of ``base`` with the variant's levers: what to call (graphed on CUDA) and its inputs."""
     levers = variant.split("+")[1:]
     unknown = set(levers) - set(LEVERS)
     if unknown or not variant.startswith("regional"):
         raise SystemExit(f"unknown variant {variant!r} (regional[+{'|'.join(LEVERS)}...])")
     unet = copy.deepcopy(base)
+    if "ctx" in levers:
+        context = window_context.install(unet)
+        assert context is not None
+        states, image = context.pack(inputs["states"], inputs["added"].get("image_embeds"))
+        added = {k: v for k, v in inputs["added"].items() if k != "image_embeds"}
+        inputs = {**inputs, "states": states, "added": added | ({"image_embeds": image} if image else {})}
     if "qkv" in levers or "cudnn" in levers:
         for attn in self_attentions(unet):
             if "qkv" in levers:
@@ -159,15 +125,13 @@ def prepare(
             )
     if "cl" in levers:
         unet.to(memory_format=torch.channels_last)
-    if "kv" in levers:
-        print(f"{variant}: {freeze_context(unet, inputs)} context projections frozen", flush=True)
     if "fp8row" in levers or "fp8tensor" in levers or "fp8ff" in levers:
         count = quantize(unet, "tensor" if "fp8tensor" in levers else "row", only_ff="fp8ff" in levers)
         print(f"{variant}: {count} linear layers in float8", flush=True)
     if device.type != "cuda":
-        return unet, unet
+        return unet, inputs
     fast_unet.compile_regions(unet)
-    return fast_unet.GraphedUNet(unet), unet
+    return fast_unet.GraphedUNet(unet), inputs
 
 
 def unet_inputs(engine: Outpainter, window: int) -> dict[str, Any]:
@@ -261,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     sdxl, ip = build_models(args.models, device, args.tiny)
     dtype = "fp32" if args.tiny else "bf16"
     engine = Outpainter.load(
-        model=str(sdxl), ip_adapter=str(ip), device=str(device), compile="off", dtype=dtype
+        model=str(sdxl),
+        ip_adapter=str(ip),
+        device=str(device),
+        compile="off",
+        dtype=dtype,
+        static_context=False,
     )
     window = 64 if args.tiny else 1024
     results["matmul_tflops"] = matmul_tflops(device)
@@ -274,35 +243,35 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             try:
                 with time_limit(args.warmup_limit):
-                    call, _ = prepare(base, variant, device, inputs)
-                    outputs[variant] = run_loop(call, inputs, 2).clone()
+                    call, own_inputs = prepare(base, variant, device, inputs)
+                    outputs[variant] = run_loop(call, own_inputs, 2).clone()
             except Exception as error:  # one lever that fails must not take the others down
                 print(f"{variant}: dropped: {type(error).__name__}: {str(error)[:300]}", flush=True)
                 results["variants"][variant] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
                 continue
-            calls[variant] = call
+            calls[variant] = (call, own_inputs)
             warm = time.perf_counter() - t0
             results["variants"][variant] = {"warmup_s": warm}
             print(f"{variant}: ready in {warm:.1f} s", flush=True)
             save()
         times: dict[str, list[float]] = defaultdict(list)
         for _ in range(args.repeats):
-            for variant, call in calls.items():
+            for variant, (call, own_inputs) in calls.items():
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t0 = time.perf_counter()
-                run_loop(call, inputs, args.steps)
+                run_loop(call, own_inputs, args.steps)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 times[variant].append(time.perf_counter() - t0)
         reference = outputs.get(args.variants[0])
-        for variant, call in calls.items():
+        for variant, (call, own_inputs) in calls.items():
             entry = results["variants"][variant]
             entry["loop_s"] = times[variant]
             entry["loop_median_s"] = statistics.median(times[variant])
             if reference is not None:
                 entry["output_rel_diff"] = relative(outputs[variant], reference)
-            entry["profile"] = kernel_profile(call, inputs, device)
+            entry["profile"] = kernel_profile(call, own_inputs, device)
         first = statistics.median(times[next(iter(calls))]) if calls else None
         for variant in calls:
             entry = results["variants"][variant]

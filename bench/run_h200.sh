@@ -27,6 +27,7 @@ stage() {  # stage NAME LIMIT_S COMMAND...
 
 nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader | tee "$OUT/env.txt"
 python3 -c "import torch, diffusers, transformers, torchao; print(torch.__version__, diffusers.__version__, transformers.__version__, torchao.__version__)" 2>/dev/null | tee -a "$OUT/env.txt"
+IFS=, read -ra ENGINE_PATHS_ARR <<< "${ENGINE_PATHS:-seed-eager fp16,regional,default,default fp8,default vae}"  # comma-separated
 FIRST=${TESTS_K:-"device_map or concurrent or fp8 or auto_compile or graphs or regional"}
 for name in "$@"; do
   case $name in
@@ -37,13 +38,13 @@ for name in "$@"; do
     captioner) stage captioner 120 python3 -m bench.bench_captioner --json "$OUT/captioner.json" ;;
     worker) TORCH_LOGS=recompiles stage worker 260 python3 -m bench.bench_worker throughput embedded low-vram \
               --expansions 3 --repeats 2 --cache "$CACHE" --json "$OUT/worker.json" ;;
-    engine) TORCH_LOGS=recompiles stage engine 360 python3 -m bench.bench_engine --repeats 2 --warmup-limit 100 \
+    engine) TORCH_LOGS=recompiles stage engine ${ENGINE_LIMIT:-360} python3 -m bench.bench_engine --repeats 2 --warmup-limit 100 \
               --idle default --candidates 4 --candidate-paths default --json "$OUT/engine.json" \
-              --paths "seed-eager fp16" regional default "default fp8" "default vae" ;;
+              --paths "${ENGINE_PATHS_ARR[@]}" ;;
     embedded) SIGNAL=ABRT OUTPAINT_BATCH_JOBS=${EMBEDDED_JOBS:-4} stage embedded 180 python3 -X faulthandler -m bench.bench_worker \
                 embedded --expansions 3 --repeats 2 --cache "$CACHE" --json "$OUT/embedded.json" ;;
     unet) stage unet ${UNET_LIMIT:-520} python3 -m bench.bench_unet --repeats 5 --warmup-limit 80 --json "$OUT/unet.json" \
-            --variants ${UNET_VARIANTS:-regional regional+cl regional+qkv regional+cudnn regional+kv regional+fp8row regional+fp8tensor regional+cl+qkv+cudnn+kv regional+cl+qkv+cudnn+kv+fp8row regional+cl+qkv+cudnn+kv+fp8tensor} ;;
+            --variants ${UNET_VARIANTS:-regional regional+cl regional+qkv regional+cudnn regional+ctx regional+fp8row regional+fp8tensor regional+cl+qkv+cudnn+ctx regional+cl+qkv+cudnn+ctx+fp8row regional+cl+qkv+cudnn+ctx+fp8tensor} ;;
     startup) stage startup 110 python3 -m bench.bench_worker startup --cache "$CACHE" --json "$OUT/startup.json" ;;
     *) echo "unknown stage $name" ;;
   esac

@@ -44,10 +44,13 @@ class Conditioning:
     batch of N candidates it is N times that, branch by branch (:func:`stack_candidates`).
     """
 
-    prompt_embeds: torch.Tensor  # (B, 77, cross-attention width)
+    # (B, 77, cross-attention width), or with static keys and values (window_context.py) every
+    # cross-attention layer's keys and values of the prompt: (B, 77, packed columns)
+    prompt_embeds: torch.Tensor
     pooled_embeds: torch.Tensor  # (B, pooled width)
     time_ids: torch.Tensor  # (B, 6)
-    image_embeds: list[torch.Tensor] | None = None  # IP-Adapter: per adapter (B, images, tokens, width)
+    # IP-Adapter, per adapter: (B, images, tokens, width), or packed (B, images × 16, packed columns)
+    image_embeds: list[torch.Tensor] | None = None
 
     @property
     def batch(self) -> int:

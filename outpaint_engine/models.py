@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLImg2ImgPipeline
 
-from outpaint_engine import fast_unet
+from outpaint_engine import fast_unet, window_context
 from outpaint_engine.batching import UNetBatcher
 from outpaint_engine.captioner import Captioner
 from outpaint_engine.captioner.local import LocalCaptioner, load_vision_language_model
@@ -198,6 +198,9 @@ class Models:
     device: torch.device  # where the computation runs (the GPU even when weights are offloaded)
     compile_mode: str = "off"  # the resolved OUTPAINT_COMPILE (never "auto")
     unet_call: Callable[..., tuple[torch.Tensor, ...]] | None = None  # the UNet as prepared; None = eager
+    context: window_context.WindowContext | None = (
+        None  # the cross-attention projections taken out of the UNet
+    )
     batcher: UNetBatcher = field(init=False, repr=False)
     _uncond_image: torch.Tensor | None = field(default=None, repr=False)
     _crop_pixels: CropPixels | None = field(default=None, repr=False)  # the crops' preprocessing on the GPU
@@ -285,6 +288,8 @@ class Models:
         self, text: tuple[torch.Tensor, torch.Tensor], image: list[torch.Tensor] | None, size: int
     ) -> Conditioning:
         embeds, pooled = text
+        if self.context is not None:  # the UNet takes its keys and values, computed here once
+            embeds, image = self.context.pack(embeds, image)
         return Conditioning(embeds, pooled, self.time_ids(size, embeds.shape[0]), image)
 
     # --- VAE ----------------------------------------------------------------------------------
@@ -346,15 +351,19 @@ def load_models(settings: EngineSettings, *, single_file_config: str | None = No
         _load_ip_adapter(pipe, settings)  # before the VAE upcast: it takes the pipeline's dtype
     if dtype == torch.float16 and pipe.vae.config.force_upcast:
         pipe.vae.to(torch.float32)  # the SDXL VAE overflows in fp16
-    if settings.low_vram and device.type == "cuda":
+    offload = settings.low_vram and device.type == "cuda"
+    if offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
         if settings.low_vram:
             log.warning("low-VRAM mode only applies to CUDA; running on %s as usual", device)
         pipe.to(device)
+    context = None
+    if settings.static_context and not offload:  # offloading moves the stock UNet as a whole
+        context = window_context.install(pipe.unet)
     mode, unet_call = _accelerate(pipe, settings, device)
     pipe.set_progress_bar_config(disable=True)
-    models = Models(pipe, ip_adapter, pipe._execution_device, mode, unet_call)
+    models = Models(pipe, ip_adapter, pipe._execution_device, mode, unet_call, context=context)
     models.set_ip_adapter_scale(settings.ip_scale)
     return models
 

@@ -55,6 +55,11 @@ class EngineSettings(BaseSettings):
         "when set); empty = torch's default under /tmp.",
     )
     compile_vae: bool = Field(False, description="Also compile the VAE's blocks (with OUTPAINT_COMPILE).")
+    static_context: bool = Field(
+        True,
+        description="Compute the cross-attention keys and values of the prompt and the crops once per "
+        "window instead of at every denoising step (same result; not with low_vram).",
+    )
     fp8: bool = Field(
         False,
         description="Run the UNet's large linear layers in float8 (CUDA compute capability 8.9+, torchao).",

@@ -53,6 +53,9 @@ def test_runs_on_cuda(tiny_engine_settings: dict[str, Any], dtype: str, low_vram
     assert strip.std() > 1.0  # real pixels, not NaNs decoded to black
     if low_vram:
         assert next(pipe.unet.parameters()).device.type == "cpu"  # offloaded between uses
+        assert engine.models.context is None  # the offloaded UNet keeps its own projections
+    else:
+        assert engine.models.context is not None  # static cross-attention keys and values
 
 
 def test_auto_dtype_on_cuda_is_bf16(tiny_engine_settings: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from outpaint_engine import fast_unet
 from outpaint_engine.models import ModelLoadError, load_models, resolve_device, resolve_dtype
+from outpaint_engine.runner import Outpainter
 from outpaint_engine.settings import EngineSettings
 from tests.tiny_models import IMAGE_ENCODER_WIDTH, IMAGE_TOKENS
 
@@ -51,8 +52,9 @@ def test_ip_adapter_can_be_switched_off(tiny_engine_no_ip) -> None:
     assert pipe.unet.encoder_hid_proj is None
 
 
-def test_six_crops_become_six_times_sixteen_concatenated_tokens(tiny_engine) -> None:
-    models = tiny_engine.models
+def test_six_crops_become_six_times_sixteen_concatenated_tokens(tiny_engine_settings: dict[str, Any]) -> None:
+    # The stock UNet, whose IP-Adapter layers see the tokens (test_window_context checks the packed ones).
+    models = Outpainter.load(**tiny_engine_settings, static_context=False).models
     crops = _crops()
     with torch.no_grad():
         embeds = models.encode_crops(crops, guidance=True)
