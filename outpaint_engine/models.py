@@ -267,10 +267,13 @@ class Models:
         as one concatenated sequence (the crops are not averaged). The unconditional branch is the
         encoder run on an all-zero input, which does not depend on the crops, so it is cached.
         """
+        processor = self.pipe.feature_extractor
         if self._crop_pixels is not None:
             pixels = self._crop_pixels(crops, self.device)
+        elif getattr(processor, "backend", None) == "torchvision" and self.device.type == "cuda":
+            pixels = processor(images=crops, return_tensors="pt", device=self.device).pixel_values
         else:
-            pixels = self.pipe.feature_extractor(images=crops, return_tensors="pt").pixel_values
+            pixels = processor(images=crops, return_tensors="pt").pixel_values
         states = self._image_encoder_states(pixels)[None]
         if not guidance:
             return [states]

@@ -162,13 +162,22 @@ def test_fp8_converts_large_block_linears_and_stays_close() -> None:
 
 
 def test_crop_preprocessing_on_cuda_is_bit_exact(tiny_engine_settings: dict[str, Any]) -> None:
-    engine = _load(tiny_engine_settings, dtype="fp32")
-    processor = engine.models.pipe.feature_extractor
-    twin = engine.models._crop_pixels
-    assert twin is not None  # the engine preprocesses its crops on the GPU
+    from transformers import CLIPImageProcessorPil
+
+    from outpaint_engine.crop_pixels import CropPixels
+
+    processor = CLIPImageProcessorPil(size=224, crop_size=224)  # what diffusers makes without torchvision
+    twin = CropPixels.matching(processor)
     rng = np.random.default_rng(5)
     for side in (21, 224, 341):
         crops = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(6)]
         crops[0][::2] = 255
         want = processor(images=crops, return_tensors="pt").pixel_values
         assert torch.equal(twin(crops, torch.device("cuda")).cpu(), want)
+    # The engine resizes its crops on the GPU: with this twin, or with the torchvision processor
+    # (where torchvision is installed) given the device.
+    models = _load(tiny_engine_settings, dtype="fp32").models
+    backend = getattr(models.pipe.feature_extractor, "backend", "pil")
+    assert (models._crop_pixels is not None) == (backend == "pil")
+    embeds = models.encode_crops([np.full((100, 100, 3), 7, np.uint8)] * 6, guidance=True)
+    assert embeds[0].device.type == "cuda"
