@@ -198,9 +198,8 @@ class Models:
     device: torch.device  # where the computation runs (the GPU even when weights are offloaded)
     compile_mode: str = "off"  # the resolved OUTPAINT_COMPILE (never "auto")
     unet_call: Callable[..., tuple[torch.Tensor, ...]] | None = None  # the UNet as prepared; None = eager
-    context: window_context.WindowContext | None = (
-        None  # the cross-attention projections taken out of the UNet
-    )
+    # The cross-attention projections taken out of the UNet (OUTPAINT_STATIC_CONTEXT), else None.
+    context: window_context.WindowContext | None = None
     batcher: UNetBatcher = field(init=False, repr=False)
     _uncond_image: torch.Tensor | None = field(default=None, repr=False)
     _crop_pixels: CropPixels | None = field(default=None, repr=False)  # the crops' preprocessing on the GPU
@@ -300,9 +299,8 @@ class Models:
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """H×W×3 uint8 RGB → scaled latents (1, 4, H/8, W/8), float32."""
         vae = self.pipe.vae
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(
-            self.device
-        )  # uint8: a quarter of the bytes
+        # Converted where it runs: uint8 crosses to the GPU, a quarter of the bytes of float32.
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
         pixels = pixels.permute(2, 0, 1)[None].float() / 127.5 - 1
         latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
         return latents.float() * vae.config.scaling_factor

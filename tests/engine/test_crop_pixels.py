@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPImageProcessor
+from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # the twin reproduces the PIL backend
 
 from outpaint_engine.crop_pixels import CropPixels, resize_coefficients
 from outpaint_engine.runner import Outpainter
