@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,9 @@ def prepare(
     if "ctx" in levers:
         context = window_context.install(unet)
         assert context is not None
-        states, image = context.pack(inputs["states"], inputs["added"].get("image_embeds"))
-        added = {k: v for k, v in inputs["added"].items() if k != "image_embeds"}
-        inputs = {**inputs, "states": states, "added": added | ({"image_embeds": image} if image else {})}
+        cond = inputs["cond"]
+        states, image = context.pack(cond.prompt_embeds, cond.image_embeds)
+        inputs = {**inputs, "cond": replace(cond, prompt_embeds=states, image_embeds=image)}
     if "qkv" in levers or "cudnn" in levers:
         for attn in self_attentions(unet):
             if "qkv" in levers:
@@ -143,15 +144,16 @@ def unet_inputs(engine: Outpainter, window: int) -> dict[str, Any]:
     generator = torch.Generator(m.device).manual_seed(0)
     latent = window // 8
     sample = torch.randn(2, 4, latent, latent, device=m.device, dtype=m.unet.dtype, generator=generator)
-    return {"sample": sample, "states": cond.prompt_embeds, "added": cond.added_cond_kwargs}
+    return {"sample": sample, "cond": cond}
 
 
 def run_loop(call: Any, inputs: dict[str, Any], steps: int) -> torch.Tensor:
     """``steps`` UNet calls as the denoising loop makes them (one timestep each)."""
     out = None
     for t in torch.linspace(999, 0, steps, device=inputs["sample"].device).round().long():
-        out = call(inputs["sample"], t, encoder_hidden_states=inputs["states"],
-                   added_cond_kwargs=inputs["added"], return_dict=False)[0]  # fmt: skip
+        cond = inputs["cond"]
+        out = call(inputs["sample"], t, encoder_hidden_states=cond.prompt_embeds,
+                   added_cond_kwargs=cond.added_cond_kwargs, return_dict=False)[0]  # fmt: skip
     return out
 
 

@@ -12,6 +12,7 @@ Processor settings it does not reproduce leave the processor in charge (:meth:`C
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -99,20 +100,21 @@ class CropPixels:
         pixels = torch.from_numpy(np.stack(crops)).to(device)
         values = pixels.permute(0, 3, 1, 2).to(torch.float64)
         if shape[0] != self.side:  # Pillow resamples rows first, then columns, clipping after each
-            weights = self._device_tensor(("resize", shape[0], self.side), device)
+            weights = self._on(
+                device,
+                ("resize", shape[0]),
+                lambda: resize_coefficients(shape[0], self.side).astype(np.float64),
+            )
             values = _clip8(values @ weights.T)
             values = _clip8(weights @ values)
         index = values.to(torch.long) + 256 * torch.arange(3, device=device)[:, None, None]
-        return self._device_tensor(("table",), device).flatten()[index]
+        return self._on(device, "table", lambda: self.table).flatten()[index]
 
-    def _device_tensor(self, key: tuple, device: torch.device) -> torch.Tensor:
-        found = self._on_device.get((*key, device))
+    def _on(self, device: torch.device, name: object, array: Callable[[], np.ndarray]) -> torch.Tensor:
+        """``array()`` on ``device``, made once per (device, name)."""
+        found = self._on_device.get((device, name))
         if found is None:
-            if key[0] == "table":
-                array = self.table
-            else:
-                array = resize_coefficients(key[1], key[2]).astype(np.float64)
-            found = self._on_device[(*key, device)] = torch.from_numpy(array).to(device)
+            found = self._on_device[(device, name)] = torch.from_numpy(array()).to(device)
         return found
 
 

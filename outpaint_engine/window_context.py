@@ -76,7 +76,9 @@ def install(unet: torch.nn.Module) -> WindowContext | None:
     """Take the context projections out of ``unet`` (in place); None, leaving it as it is, for a
     UNet whose cross-attention is not diffusers' plain or single-IP-Adapter processor."""
     crosses = [m for m in unet.modules() if isinstance(m, Attention) and m.is_cross_attention]
-    with_ip = bool(crosses) and isinstance(crosses[0].processor, IPAdapterAttnProcessor2_0)
+    if not crosses:
+        return None
+    with_ip = isinstance(crosses[0].processor, IPAdapterAttnProcessor2_0)
     expected = IPAdapterAttnProcessor2_0 if with_ip else AttnProcessor2_0
     for attn in crosses:
         processor = attn.processor
@@ -86,8 +88,6 @@ def install(unet: torch.nn.Module) -> WindowContext | None:
         if with_ip and len(processor.to_k_ip) != 1:
             log.info("static cross-attention context not used: %d IP-Adapters", len(processor.to_k_ip))
             return None
-    if not crosses:
-        return None
     text_layers: list[torch.nn.Module] = []
     image_layers: list[torch.nn.Module] = []
     start = 0

@@ -430,16 +430,13 @@ class StepWriter:
     def _queue(self, task: Callable[[], None], *, here_when_idle: bool) -> None:
         with self._changed:
             self._raise_error()
-            if here_when_idle and not self._tasks:
-                run_here = True
-            else:
-                run_here = False
+            if self._tasks or not here_when_idle:
                 self._tasks.append(task)
                 if len(self._tasks) == 1:
                     name = f"{threading.current_thread().name}-store"
                     threading.Thread(target=self._drain, name=name, daemon=True).start()
-        if run_here:
-            task()
+                return
+        task()  # nothing queued: here, now
 
     def _drain(self) -> None:
         """Run the queued tasks until none is left (it ends as it empties the queue, so the next
